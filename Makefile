@@ -1,0 +1,43 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both build .venv on first use and
+# reuse it until a pyproject.toml or requirements file changes.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := core plugins/memory contract_tests
+SOURCES := core/src plugins/memory/src contract_tests/src
+
+.PHONY: demo test lint typecheck unit contract bench clean
+
+$(STAMP): requirements/dev.txt $(addsuffix /pyproject.toml,$(PACKAGES))
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+		$(addprefix -e ,$(PACKAGES))
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy $(SOURCES)
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+# The contract suite exactly as a backend author runs it, on every backend in the repository.
+contract: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend memory
+	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend memory://contract
+
+test: lint typecheck unit contract
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_memory.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,91 @@
+"""sessionstore: shared, resumable session storage for MCP proxies, gateways and servers.
+
+Everything a user or a backend author needs imports from here::
+
+    from sessionstore import open_store, Session, TransportType, ResponseMode
+
+    async with open_store("sqlite:///sessions.db", ttl=3600) as store:
+        session = await store.create_session(Session(transport=TransportType.HTTP))
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .capabilities import Capability
+from .codec import ENVELOPE_VERSION, MAX_RECORD_BYTES, decode_session, encode_session
+from .errors import (
+    BackendError,
+    BackendLoadError,
+    ConfigurationError,
+    ConflictError,
+    CorruptRecordError,
+    EventNotFoundError,
+    InvalidSessionError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionStoreError,
+    StoreClosedError,
+    StoreFullError,
+    StoreUnavailableError,
+    UnknownBackendError,
+)
+from .hookspecs import hookimpl
+from .metrics import MetricsMiddleware, OperationStats
+from .middleware import OperationMiddleware
+from .models import (
+    ResponseMode,
+    Session,
+    SessionStatus,
+    TransportType,
+    new_session_id,
+    validate_session_id,
+)
+from .plugins import ENTRY_POINT_GROUP, BackendInfo, installed_backends
+from .records import Event, SessionRecord
+from .store import SessionStore, open_store
+from .urls import redact_url
+
+try:
+    __version__ = version("sessionstore")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ENVELOPE_VERSION",
+    "MAX_RECORD_BYTES",
+    "BackendError",
+    "BackendInfo",
+    "BackendLoadError",
+    "Capability",
+    "ConfigurationError",
+    "ConflictError",
+    "CorruptRecordError",
+    "Event",
+    "EventNotFoundError",
+    "InvalidSessionError",
+    "MetricsMiddleware",
+    "OperationMiddleware",
+    "OperationStats",
+    "ResponseMode",
+    "Session",
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "SessionRecord",
+    "SessionStatus",
+    "SessionStore",
+    "SessionStoreError",
+    "StoreClosedError",
+    "StoreFullError",
+    "StoreUnavailableError",
+    "TransportType",
+    "UnknownBackendError",
+    "__version__",
+    "decode_session",
+    "encode_session",
+    "hookimpl",
+    "installed_backends",
+    "new_session_id",
+    "open_store",
+    "redact_url",
+    "validate_session_id",
+]

@@ -1,0 +1,22 @@
+"""Capabilities a backend may declare it lacks (through the ``store_capabilities`` hook)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["Capability"]
+
+
+class Capability(StrEnum):
+    """Guarantees that depend on what a backend's storage can do.
+
+    A backend lists the ones it lacks, each with a reason; the contract suite skips their tests
+    with that reason and never silently.
+    """
+
+    ATOMIC_BATCH_UPDATE = "atomic_batch_update"
+    """``update_sessions_batch`` is all-or-nothing for any set of ids."""
+    SHARED_HANDLES = "shared_handles"
+    """Two stores opened with the same spec and namespace see the same sessions."""
+    CONTROLLABLE_CLOCK = "controllable_clock"
+    """Expiry follows the store's ``clock`` option, so tests can move time."""

@@ -1,0 +1,153 @@
+"""The codec: a :class:`~sessionstore.Session` to and from a versioned msgpack envelope.
+
+The envelope is a two-element msgpack array ``[ENVELOPE_VERSION, fields]``: ``fields`` is a map
+from field name to value (enums as their string values, datetimes as integer microseconds since
+the Unix epoch, UTC). ``version`` is not in the payload: it lives in the record, where
+compare-and-set reads it.
+
+Compatibility rules, so a fleet can be upgraded one instance at a time:
+
+* A field this release does not know is kept on the decoded session and written back unchanged by
+  the next encode, so a read-modify-write through an older instance never drops it.
+* A newer *envelope* version means an incompatible layout; it is refused with
+  :class:`~sessionstore.errors.CorruptRecordError` saying which release is needed, never guessed at.
+
+Decoding is defensive: payloads longer than :data:`MAX_RECORD_BYTES` are refused before parsing,
+msgpack's own limits bound every string, array and map by the payload's length, extension types are
+refused, and anything malformed raises ``CorruptRecordError`` naming the session id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import msgpack
+from pydantic import ValidationError
+
+from .errors import CorruptRecordError, InvalidSessionError
+from .models import Session, check_json_value
+from .records import SessionRecord
+
+__all__ = ["ENVELOPE_VERSION", "MAX_RECORD_BYTES", "decode_session", "encode_session"]
+
+ENVELOPE_VERSION = 1
+"""The envelope layout this release writes, and the newest it reads."""
+
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""Largest payload written or read (16 MiB). Sessions are meant to be small."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_DATETIME_FIELDS = ("created_at", "last_activity")
+_KNOWN_FIELDS = frozenset(
+    (
+        "id",
+        "transport",
+        "response_mode",
+        "upstream_session_id",
+        "status",
+        "created_at",
+        "last_activity",
+        "metadata",
+    )
+)
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def encode_session(session: Session) -> bytes:
+    """Return the envelope of ``session`` (everything but ``version``).
+
+    Raises :class:`~sessionstore.errors.InvalidSessionError` if ``metadata`` was mutated in place
+    into something that is not JSON data, or if the result exceeds :data:`MAX_RECORD_BYTES`.
+    Nothing is written when it raises.
+    """
+    metadata = session.metadata
+    if metadata:
+        check_json_value(metadata)
+    mode = session.response_mode
+    fields: dict[str, Any] = {
+        "id": session.id,
+        "transport": session.transport.value,
+        "response_mode": None if mode is None else mode.value,
+        "upstream_session_id": session.upstream_session_id,
+        "status": session.status.value,
+        "created_at": (session.created_at - _EPOCH) // _MICROSECOND,
+        "last_activity": (session.last_activity - _EPOCH) // _MICROSECOND,
+        "metadata": metadata,
+    }
+    unknown = session._unknown_fields
+    if unknown:
+        fields = {**unknown, **fields}
+    payload: bytes = _packer.pack([ENVELOPE_VERSION, fields])
+    if len(payload) > MAX_RECORD_BYTES:
+        raise InvalidSessionError(
+            f"session {session.id!r} encodes to {len(payload)} bytes; the limit is {MAX_RECORD_BYTES}"
+        )
+    return payload
+
+
+def _refuse_ext(code: int, data: bytes) -> object:
+    raise ValueError(f"msgpack extension type {code} is not part of the envelope")
+
+
+def decode_session(record: SessionRecord) -> Session:
+    """Return the :class:`Session` stored in ``record``, with ``version`` taken from the record.
+
+    Raises :class:`~sessionstore.errors.CorruptRecordError` naming ``record.id`` for a payload that
+    is truncated, oversized, of a newer envelope version, of another session, or otherwise invalid.
+    """
+    payload = record.payload
+    session_id = record.id
+    if type(payload) is not bytes:
+        raise CorruptRecordError(session_id, f"payload is a {type(payload).__name__}, not bytes")
+    if len(payload) > MAX_RECORD_BYTES:
+        raise CorruptRecordError(
+            session_id, f"payload of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}"
+        )
+    try:
+        envelope = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise CorruptRecordError(session_id, f"not a msgpack envelope ({exc})") from None
+    if type(envelope) is not list or len(envelope) != 2:
+        raise CorruptRecordError(session_id, "not a [version, fields] envelope")
+    envelope_version, fields = envelope
+    if envelope_version != ENVELOPE_VERSION:
+        raise CorruptRecordError(session_id, _version_message(envelope_version))
+    if type(fields) is not dict:
+        raise CorruptRecordError(session_id, "envelope fields are not a map")
+    try:
+        for name in _DATETIME_FIELDS:
+            micros = fields[name]
+            if type(micros) is not int:
+                raise ValueError(f"{name} is not an integer timestamp")
+            fields[name] = _EPOCH + micros * _MICROSECOND
+    except (KeyError, ValueError, OverflowError) as exc:
+        raise CorruptRecordError(session_id, f"bad timestamp ({exc})") from None
+    unknown = None
+    if len(fields) > len(_KNOWN_FIELDS) or not _KNOWN_FIELDS.issuperset(fields):
+        unknown = {k: fields.pop(k) for k in list(fields) if k not in _KNOWN_FIELDS}
+    fields["version"] = record.version
+    try:
+        session = Session.model_validate(fields)
+    except (ValidationError, ValueError, RecursionError) as exc:
+        raise CorruptRecordError(session_id, f"invalid session fields ({_short(exc)})") from None
+    if session.id != session_id:
+        raise CorruptRecordError(session_id, f"payload belongs to session {session.id!r}")
+    if unknown:
+        session._unknown_fields = unknown
+    return session
+
+
+def _version_message(envelope_version: object) -> str:
+    if type(envelope_version) is int and envelope_version > ENVELOPE_VERSION:
+        return (
+            f"written with envelope version {envelope_version} by a newer sessionstore; this "
+            f"release reads up to version {ENVELOPE_VERSION}: upgrade sessionstore"
+        )
+    return f"unknown envelope version {envelope_version!r}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).replace("\n", "; ")
+    return text if len(text) <= 300 else text[:300] + "..."

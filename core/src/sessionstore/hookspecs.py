@@ -1,0 +1,182 @@
+"""The backend contract: one pluggy hook per store operation.
+
+A backend is an object whose methods are marked with :data:`hookimpl` and named after these hooks;
+its factory (the entry point in group ``sessionstore.backends``) returns it, already bound to one
+namespace. Every hook is called with keyword arguments and at most one backend per store, so the
+first (only) result is the answer. Each async hook must be an ``async def``; the core checks this,
+and that every required hook exists, when the store is opened.
+
+Conventions shared by every hook:
+
+* Backends take and return :class:`~sessionstore.SessionRecord` (id, version, deadline, payload
+  bytes), never sessions: the codec runs once, in the core. Payload bytes are returned unchanged.
+* ``now_ms`` is the current Unix time in milliseconds, from the store's clock. A record whose
+  ``deadline_ms`` is not ``None`` and ``<= now_ms`` is expired: every hook treats it as absent
+  (reads, counts, pages, updates, last event ids, events), whether or not a purge ran.
+* Session ids, stream ids and event ids arrive validated; they may contain any visible ASCII
+  (``*``, ``?``, ``[``, ``:``, ``\\``, ``%``...) and must never be interpreted as patterns.
+* Failures are raised as :mod:`sessionstore.errors` classes; a backend that cannot reach its
+  storage raises :class:`~sessionstore.StoreUnavailableError`. Anything else is wrapped by the core
+  in :class:`~sessionstore.BackendError` naming the backend and the hook.
+* Middleware wrap these same hooks with ``@hookimpl(wrapper=True)``: the wrapper receives the inner
+  coroutine from ``yield`` and returns a coroutine that awaits it (see :mod:`sessionstore.middleware`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping, Sequence
+
+import pluggy
+
+from .records import Event, SessionRecord
+
+__all__ = ["OPTIONAL_HOOKS", "PROJECT_NAME", "SYNC_HOOKS", "hookimpl", "hookspec"]
+
+PROJECT_NAME = "sessionstore"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+"""Marks a hook specification (used only here)."""
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marks a backend's or a middleware's implementation of a hook."""
+
+OPTIONAL_HOOKS = frozenset({"store_capabilities"})
+"""Hooks a backend may leave out; every other hook is required."""
+SYNC_HOOKS = frozenset({"store_capabilities"})
+"""Hooks that are plain functions; every other hook is an ``async def``."""
+
+
+@hookspec(firstresult=True)
+def store_capabilities() -> Mapping[str, str]:  # type: ignore[empty-body]
+    """Return the capabilities this backend lacks, as ``{name: reason}``.
+
+    Names come from :class:`~sessionstore.Capability`. The contract suite skips the tests of a
+    missing capability with the reason given here. Optional: a backend without this hook claims
+    every capability.
+    """
+
+
+@hookspec(firstresult=True)
+def session_create(record: SessionRecord, now_ms: int) -> Awaitable[None]:  # type: ignore[empty-body]
+    """Store a new session (``record.version == 1``).
+
+    Raise :class:`~sessionstore.SessionExistsError` if a live session has ``record.id``. An expired
+    one is replaced whole: its last event id and event log do not carry over.
+    """
+
+
+@hookspec(firstresult=True)
+def session_get(session_id: str, now_ms: int) -> Awaitable[SessionRecord | None]:  # type: ignore[empty-body]
+    """Return the live record of ``session_id``, or ``None``. Never changes anything."""
+
+
+@hookspec(firstresult=True)
+def session_get_many(  # type: ignore[empty-body]
+    session_ids: Sequence[str], now_ms: int
+) -> Awaitable[Mapping[str, SessionRecord]]:
+    """Return ``{id: record}`` for the live sessions among ``session_ids`` (distinct ids).
+
+    Missing or expired ids are simply absent from the mapping. One round trip where the storage
+    allows it.
+    """
+
+
+@hookspec(firstresult=True)
+def session_update(record: SessionRecord, now_ms: int) -> Awaitable[None]:  # type: ignore[empty-body]
+    """Compare-and-set: replace the live session ``record.id`` iff its version is ``record.version - 1``.
+
+    Atomically with respect to every other writer (tasks, threads, processes, hosts). Replaces the
+    payload, version and deadline; leaves the last event id and the event log alone. Raise
+    :class:`~sessionstore.SessionNotFoundError` if no live session has the id, else
+    :class:`~sessionstore.ConflictError` if the stored version differs.
+    """
+
+
+@hookspec(firstresult=True)
+def session_update_many(records: Sequence[SessionRecord], now_ms: int) -> Awaitable[None]:  # type: ignore[empty-body]
+    """Compare-and-set every record at once, all or nothing (distinct ids).
+
+    If any id has no live session raise :class:`~sessionstore.SessionNotFoundError` naming every
+    missing id; else if any stored version is not ``record.version - 1`` raise
+    :class:`~sessionstore.ConflictError` naming every stale id. When it raises nothing was written.
+    A backend that cannot do this atomically declares ``Capability.ATOMIC_BATCH_UPDATE`` missing.
+    """
+
+
+@hookspec(firstresult=True)
+def session_delete(session_id: str, now_ms: int) -> Awaitable[bool]:  # type: ignore[empty-body]
+    """Remove the session, its last event id and its event log; return whether it was live."""
+
+
+@hookspec(firstresult=True)
+def session_count(now_ms: int) -> Awaitable[int]:  # type: ignore[empty-body]
+    """Return the number of live sessions in this namespace."""
+
+
+@hookspec(firstresult=True)
+def session_page(  # type: ignore[empty-body]
+    cursor: str | None, limit: int, now_ms: int
+) -> Awaitable[tuple[Sequence[SessionRecord], str | None]]:
+    """Return up to ``limit`` live records after ``cursor`` and the cursor of the next page.
+
+    ``cursor`` is ``None`` for the first page and otherwise a value this hook returned; the next
+    cursor is ``None`` when there are no more pages. Paging through from ``None`` to the end yields
+    every session that stayed live throughout exactly once, in bounded memory (ordering by id is
+    the usual way).
+    """
+
+
+@hookspec(firstresult=True)
+def session_purge_expired(now_ms: int) -> Awaitable[int]:  # type: ignore[empty-body]
+    """Remove every expired session with its last event id and events; return how many."""
+
+
+@hookspec(firstresult=True)
+def last_event_id_set(  # type: ignore[empty-body]
+    session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
+) -> Awaitable[None]:
+    """Record ``event_id`` as the session's last event id and move its deadline to ``deadline_ms``.
+
+    Leaves the payload and version alone, so it never undoes an update nor is undone by one. Raise
+    :class:`~sessionstore.SessionNotFoundError` if no live session has the id.
+    """
+
+
+@hookspec(firstresult=True)
+def last_event_id_get(session_id: str, now_ms: int) -> Awaitable[str | None]:  # type: ignore[empty-body]
+    """Return the session's last event id (``None`` if never set).
+
+    Raise :class:`~sessionstore.SessionNotFoundError` if no live session has the id.
+    """
+
+
+@hookspec(firstresult=True)
+def event_append(  # type: ignore[empty-body]
+    session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
+) -> Awaitable[str]:
+    """Append an event to stream ``stream_id`` of the session and return its new id.
+
+    Ids are unique in the store (a stream id reused by another session is another stream). Keep
+    at most ``retention`` newest events per stream, evicting the oldest. Raise
+    :class:`~sessionstore.SessionNotFoundError` if no live session has the id.
+    """
+
+
+@hookspec(firstresult=True)
+def event_replay(  # type: ignore[empty-body]
+    event_id: str, session_id: str | None, now_ms: int
+) -> Awaitable[tuple[str, Sequence[Event]]]:
+    """Return ``(stream_id, events)``: the events of ``event_id``'s stream after it, oldest first.
+
+    Never events of another stream or session. Raise :class:`~sessionstore.EventNotFoundError`
+    with ``evicted=True`` if the event was dropped by retention, ``evicted=False`` if the id is
+    unknown, its session is gone, or ``session_id`` is given and the event belongs to another.
+    """
+
+
+@hookspec(firstresult=True)
+def store_clear() -> Awaitable[None]:  # type: ignore[empty-body]
+    """Remove every session, last event id and event of this namespace, and nothing else."""
+
+
+@hookspec(firstresult=True)
+def store_close() -> Awaitable[None]:  # type: ignore[empty-body]
+    """Release connections and files. Called once; no other hook is called afterwards."""

@@ -1,0 +1,190 @@
+"""The session model: :class:`Session`, its enums, and the validation of ids and metadata.
+
+Everything here is checked when a value is built or assigned, so a backend never sees an invalid id
+or field: the store refuses them first with a :class:`ValueError` (pydantic's ``ValidationError``
+for fields of a :class:`Session`, :class:`~sessionstore.errors.InvalidSessionError` for arguments).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
+
+from .errors import InvalidSessionError
+
+__all__ = [
+    "MAX_METADATA_DEPTH",
+    "MAX_SESSION_ID_LENGTH",
+    "ResponseMode",
+    "Session",
+    "SessionStatus",
+    "TransportType",
+    "check_json_value",
+    "new_session_id",
+    "validate_session_id",
+]
+
+MAX_SESSION_ID_LENGTH = 255
+"""Longest accepted session id, in characters."""
+
+MAX_METADATA_DEPTH = 32
+"""Deepest nesting of lists and objects accepted in ``Session.metadata``."""
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1  # msgpack's integer range: what every backend can store exactly
+
+
+class TransportType(StrEnum):
+    """How the client reaches the MCP server."""
+
+    STDIO = "stdio"
+    HTTP = "http"
+    """Streamable HTTP."""
+    SSE = "sse"
+    """The older HTTP+SSE transport."""
+
+
+class ResponseMode(StrEnum):
+    """How the upstream answers, as learnt from its ``Content-Type``."""
+
+    JSON = "json"
+    SSE_STREAM = "sse_stream"
+    PASSTHROUGH = "passthrough"
+
+
+class SessionStatus(StrEnum):
+    """Where a session is in its life."""
+
+    ACTIVE = "active"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+def new_session_id() -> str:
+    """Return a fresh id: 32 URL-safe characters from the OS CSPRNG (192 bits)."""
+    return secrets.token_urlsafe(24)
+
+
+def validate_session_id(value: object, *, what: str = "session id") -> str:
+    """Return ``value`` if it is a valid id, else raise :class:`InvalidSessionError`.
+
+    A valid id is a ``str`` of 1 to 255 visible ASCII characters (0x21-0x7E): what the MCP
+    specification allows in ``Mcp-Session-Id``. Anything else is refused with a message naming
+    what is wrong; the id is shown with ``repr`` so control characters stay visible.
+    """
+    if type(value) is str and 0 < len(value) <= MAX_SESSION_ID_LENGTH:
+        if value.isascii() and value.isprintable() and " " not in value:
+            return value
+    raise InvalidSessionError(_why_invalid(value, what))
+
+
+def _why_invalid(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        return f"{what} must be a str, not {type(value).__name__}"
+    if not value:
+        return f"{what} must not be empty"
+    shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+    if len(value) > MAX_SESSION_ID_LENGTH:
+        return f"{what} {shown} is {len(value)} characters long; the limit is {MAX_SESSION_ID_LENGTH}"
+    return f"{what} {shown} may only contain visible ASCII characters (0x21-0x7E)"
+
+
+def check_json_value(value: object, *, where: str = "metadata") -> None:
+    """Raise :class:`InvalidSessionError` unless ``value`` is plain JSON data every backend keeps.
+
+    Accepted: ``None``, ``bool``, ``int`` in [-2**63, 2**64-1], finite ``float``, ``str``,
+    ``list`` and ``dict`` with ``str`` keys, nested at most :data:`MAX_METADATA_DEPTH` deep.
+    ``where`` names the place in the message (``metadata['a'][0]``).
+    """
+    _check_json(value, where, 0)
+
+
+def _check_json(value: object, where: str, depth: int) -> None:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return
+    if kind is int:
+        if _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
+            return
+        raise InvalidSessionError(f"{where} is an integer outside [-2**63, 2**64-1]")
+    if kind is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return
+        raise InvalidSessionError(f"{where} is {value!r}; only finite numbers are JSON")
+    if depth >= MAX_METADATA_DEPTH:
+        raise InvalidSessionError(f"{where} nests deeper than {MAX_METADATA_DEPTH} levels")
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise InvalidSessionError(f"{where} has a key {key!r} that is not a str")
+            _check_json(item, f"{where}[{key!r}]", depth + 1)
+        return
+    if kind is list:
+        for index, item in enumerate(value):  # type: ignore[call-overload]
+            _check_json(item, f"{where}[{index}]", depth + 1)
+        return
+    raise InvalidSessionError(
+        f"{where} holds a {kind.__name__}; only JSON data (dict, list, str, int, float, bool, None)"
+    )
+
+
+def _session_id_field(value: str) -> str:
+    return validate_session_id(value)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc)
+
+
+def _metadata_field(value: dict[str, Any]) -> dict[str, Any]:
+    check_json_value(value)
+    return value
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+SessionId = Annotated[str, AfterValidator(_session_id_field)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata_field)]
+
+
+class Session(BaseModel):
+    """One MCP session as the store keeps it.
+
+    Assignments are validated (``session.response_mode = "bogus"`` raises at once). Datetimes
+    must be timezone-aware and are kept in UTC to the microsecond. ``version`` is managed by the
+    store: 0 for a session never stored, then 1 on create and one more on every update; it is what
+    compare-and-set compares. The last SSE event id is not a field: it is kept beside the session
+    (``store_last_event_id``) so that an update and a new event id never undo each other.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid", use_enum_values=False)
+
+    id: SessionId = Field(default_factory=new_session_id)
+    """The proxy's (or server's) session id: 1-255 visible ASCII characters."""
+    transport: TransportType
+    response_mode: ResponseMode | None = None
+    upstream_session_id: SessionId | None = None
+    """The upstream server's own session id, when this session is proxied."""
+    status: SessionStatus = SessionStatus.ACTIVE
+    created_at: UtcDatetime = Field(default_factory=_utcnow)
+    last_activity: UtcDatetime = Field(default_factory=_utcnow)
+    version: int = Field(default=0, ge=0)
+    metadata: Metadata = Field(default_factory=dict)
+    """JSON-compatible extras (see :func:`check_json_value`)."""
+
+    # Fields written by a newer release that this one does not know: kept so that a
+    # read-modify-write through an older instance does not drop them (a rolling upgrade).
+    _unknown_fields: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def touch(self) -> None:
+        """Set ``last_activity`` to now (UTC). Call it before an update that marks activity."""
+        self.last_activity = _utcnow()

@@ -1,0 +1,586 @@
+"""The :class:`SessionStore` facade and :func:`open_store`.
+
+The facade validates input, runs the codec, manages versions and deadlines, and calls the backend's
+hooks. It is the only place where sessions become records and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+from .capabilities import Capability
+from .codec import MAX_RECORD_BYTES, decode_session, encode_session
+from .errors import (
+    BackendError,
+    ConfigurationError,
+    ConflictError,
+    InvalidSessionError,
+    SessionNotFoundError,
+    SessionStoreError,
+    StoreClosedError,
+)
+from .models import Session, validate_session_id
+from .plugins import BackendFactory, HookDispatch, bind_plugins, capabilities_of, load_backend_factory
+from .records import Event, SessionRecord
+from .urls import backend_name_of, redact_url
+
+__all__ = ["SessionStore", "open_store"]
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+MAX_STREAM_ID_LENGTH = 1024
+MAX_EVENT_ID_LENGTH = 1024
+
+ModifyFunction = Callable[[Session], "Session | None | Awaitable[Session | None]"]
+
+
+def open_store(
+    spec: str | BackendFactory,
+    *,
+    namespace: str = "default",
+    ttl: float | timedelta | None = None,
+    clock: Callable[[], float] | None = None,
+    event_retention: int = 1000,
+    page_size: int = 500,
+    modify_attempts: int = 50,
+    middleware: Iterable[object] = (),
+    **options: Any,
+) -> SessionStore:
+    """Open a store on the backend that ``spec`` names, resolving the backend now.
+
+    ``spec`` is a backend name (``"memory"``, ``"sqlite"``, ``"redis"``), a URL whose scheme names
+    the backend (``"sqlite:///sessions.db"``, ``"redis://host:6379/0"``), or a backend factory
+    (``factory(spec, *, namespace, **options)``) for a backend not installed through an entry
+    point. Use the result as ``async with open_store(...) as store:`` or close it with
+    ``await store.aclose()``.
+
+    Options common to every backend:
+
+    * ``namespace``: the tenant or application whose sessions this store sees (1-64 of
+      ``A-Z a-z 0-9 _ . -``). Two namespaces never see each other's sessions.
+    * ``ttl``: idle lifetime (seconds or ``timedelta``); every create, update and
+      ``store_last_event_id`` moves the deadline to now + ``ttl``; ``None`` keeps sessions forever.
+    * ``clock``: a ``time.time``-like function (seconds since the epoch) deciding expiry.
+    * ``event_retention``: events kept per stream; older ones are evicted.
+    * ``page_size``: sessions fetched per round by ``iter_sessions``.
+    * ``modify_attempts``: how many times ``modify_session`` tries before giving up.
+    * ``middleware``: plugins whose ``@hookimpl(wrapper=True)`` hooks wrap the backend's.
+
+    Any other keyword goes to the backend; one it does not accept raises
+    :class:`~sessionstore.ConfigurationError` naming it. An unknown backend raises
+    :class:`~sessionstore.UnknownBackendError` here, listing the installed ones.
+    """
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ConfigurationError(
+            f"namespace {namespace!r} must be 1-64 characters of A-Z a-z 0-9 _ . - "
+            "starting with a letter or digit"
+        )
+    ttl_ms = _ttl_ms(ttl)
+    for option, value, lowest in (
+        ("event_retention", event_retention, 1),
+        ("page_size", page_size, 1),
+        ("modify_attempts", modify_attempts, 1),
+    ):
+        if type(value) is not int or value < lowest:
+            raise ConfigurationError(f"{option} must be an int >= {lowest}, not {value!r}")
+    if clock is not None and not callable(clock):
+        raise ConfigurationError("clock must be a function returning seconds since the epoch")
+    if isinstance(spec, str):
+        name = backend_name_of(spec)
+        factory = load_backend_factory(name)
+        spec_text = spec
+    elif callable(spec):
+        factory = spec
+        name = getattr(spec, "__qualname__", type(spec).__name__)
+        spec_text = f"{getattr(spec, '__module__', '?')}:{name}"
+    else:
+        raise ConfigurationError(f"a store spec must be a str, not {type(spec).__name__}")
+    backend = _build_backend(factory, name, spec_text, namespace, options)
+    return SessionStore(
+        backend,
+        backend_name=name,
+        spec=spec_text,
+        namespace=namespace,
+        ttl_ms=ttl_ms,
+        clock=clock or time.time,
+        event_retention=event_retention,
+        page_size=page_size,
+        modify_attempts=modify_attempts,
+        middleware=tuple(middleware),
+    )
+
+
+def _ttl_ms(ttl: float | timedelta | None) -> int | None:
+    if ttl is None:
+        return None
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ConfigurationError(f"ttl must be a positive number of seconds or a timedelta, not {ttl!r}")
+    return max(1, round(seconds * 1000))
+
+
+def _build_backend(
+    factory: BackendFactory, name: str, spec: str, namespace: str, options: dict[str, Any]
+) -> object:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(spec, namespace=namespace, **options)
+        except TypeError:
+            accepted = [
+                p.name
+                for p in list(signature.parameters.values())[1:]
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "namespace"
+            ]
+            unknown = sorted(set(options) - set(accepted))
+            raise ConfigurationError(
+                f"backend {name!r} does not accept option(s) {', '.join(map(repr, unknown)) or '?'}"
+                f"; it accepts: {', '.join(accepted) or 'no options'}"
+            ) from None
+    try:
+        return factory(spec, namespace=namespace, **options)
+    except SessionStoreError:
+        raise
+    except Exception as exc:
+        raise BackendError(name, "factory", exc) from exc
+
+
+class SessionStore:
+    """Sessions in one namespace of one backend. Made by :func:`open_store`.
+
+    Every method validates its arguments before the backend sees them and raises only
+    :mod:`sessionstore.errors` classes (plus ``ValueError`` from a :class:`Session` field).
+    Safe to share between the tasks of one event loop.
+    """
+
+    def __init__(
+        self,
+        backend: object,
+        *,
+        backend_name: str,
+        spec: str,
+        namespace: str,
+        ttl_ms: int | None,
+        clock: Callable[[], float],
+        event_retention: int,
+        page_size: int,
+        modify_attempts: int,
+        middleware: tuple[object, ...] = (),
+    ) -> None:
+        self._pm = bind_plugins(backend, backend_name, middleware)
+        self._backend = backend
+        self._middleware = middleware
+        self._hooks = HookDispatch(self._pm)
+        self._backend_name = backend_name
+        self._spec = redact_url(spec)
+        self._namespace = namespace
+        self._ttl_ms = ttl_ms
+        self._clock = clock
+        self._event_retention = event_retention
+        self._page_size = page_size
+        self._modify_attempts = modify_attempts
+        self._closed = False
+
+    # -- description -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<SessionStore {self._spec} namespace={self._namespace!r}{state}>"
+
+    @property
+    def backend_name(self) -> str:
+        """The name of the backend (the entry point name)."""
+        return self._backend_name
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def ttl(self) -> timedelta | None:
+        """The idle lifetime of sessions, or ``None``."""
+        return None if self._ttl_ms is None else timedelta(milliseconds=self._ttl_ms)
+
+    @property
+    def capabilities(self) -> dict[Capability, str]:
+        """The capabilities this backend declares it lacks, with the reason for each."""
+        return capabilities_of(self._pm, self._backend_name)
+
+    def add_middleware(self, plugin: object) -> None:
+        """Wrap this store's hooks with ``plugin`` (see :mod:`sessionstore.middleware`)."""
+        middleware = (*self._middleware, plugin)
+        self._pm = bind_plugins(self._backend, self._backend_name, middleware)
+        self._middleware = middleware
+        self._hooks = HookDispatch(self._pm)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SessionStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the backend. Idempotent; any later call raises :class:`StoreClosedError`."""
+        if self._closed:
+            return
+        self._closed = True
+        hooks, self._hooks = self._hooks, _ClosedHooks(self._spec)  # type: ignore[assignment]
+        try:
+            await hooks.store_close()
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("store_close", exc) from exc
+
+    def _failure(self, hook: str, exc: Exception) -> BackendError:
+        return BackendError(self._backend_name, hook, exc)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _deadline(self, now_ms: int) -> int | None:
+        ttl = self._ttl_ms
+        return None if ttl is None else now_ms + ttl
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    async def create_session(self, session: Session) -> Session:
+        """Store a new session; return it with ``version == 1``.
+
+        Raises :class:`SessionExistsError` if a live session has its id. ``session`` itself is
+        updated (its ``version``) and returned.
+        """
+        _check_session(session)
+        now = self._now_ms()
+        record = SessionRecord(session.id, 1, self._deadline(now), encode_session(session))
+        try:
+            await self._hooks.session_create(record=record, now_ms=now)
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("session_create", exc) from exc
+        session.__dict__["version"] = 1  # a known-valid int: skip assignment validation
+        return session
+
+    async def get_session(self, session_id: str) -> Session:
+        """Return the live session ``session_id``; a new object each call.
+
+        Raises :class:`SessionNotFoundError` if it does not exist or has expired, and
+        :class:`CorruptRecordError` if its stored record cannot be decoded.
+        """
+        validate_session_id(session_id)
+        try:
+            record = await self._hooks.session_get(session_id=session_id, now_ms=self._now_ms())
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("session_get", exc) from exc
+        if record is None:
+            raise SessionNotFoundError(session_id)
+        return decode_session(record)
+
+    async def update_session(self, session: Session) -> Session:
+        """Compare-and-set: store ``session`` iff its ``version`` is the stored one.
+
+        Returns it with ``version + 1`` and the deadline moved forward. Raises
+        :class:`ConflictError` if another writer got there first (re-read and retry, or use
+        :meth:`modify_session`) and :class:`SessionNotFoundError` if it no longer exists.
+        """
+        _check_session(session)
+        now = self._now_ms()
+        version = session.version + 1
+        record = SessionRecord(session.id, version, self._deadline(now), encode_session(session))
+        try:
+            await self._hooks.session_update(record=record, now_ms=now)
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("session_update", exc) from exc
+        session.__dict__["version"] = version
+        return session
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete the session with its last event id and events; return whether it was live."""
+        validate_session_id(session_id)
+        try:
+            existed = await self._hooks.session_delete(session_id=session_id, now_ms=self._now_ms())
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("session_delete", exc) from exc
+        return bool(existed)
+
+    async def count_sessions(self) -> int:
+        """Return how many live sessions the namespace holds (expired ones never count)."""
+        try:
+            return int(await self._hooks.session_count(now_ms=self._now_ms()))
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("session_count", exc) from exc
+
+    async def iter_sessions(self) -> AsyncIterator[Session]:
+        """Yield every live session once, fetching ``page_size`` at a time (bounded memory).
+
+        Sessions created or deleted during the iteration may or may not be seen.
+        """
+        cursor: str | None = None
+        while True:
+            try:
+                records, cursor = await self._hooks.session_page(
+                    cursor=cursor, limit=self._page_size, now_ms=self._now_ms()
+                )
+            except SessionStoreError:
+                raise
+            except Exception as exc:
+                raise self._failure("session_page", exc) from exc
+            for record in records:
+                yield decode_session(record)
+            if cursor is None:
+                return
+
+    async def list_sessions(self) -> list[Session]:
+        """Return every live session (see :meth:`iter_sessions` for large stores)."""
+        return [session async for session in self.iter_sessions()]
+
+    async def get_sessions_batch(self, session_ids: Sequence[str]) -> list[Session]:
+        """Return the live sessions among ``session_ids``, in request order, missing ones skipped.
+
+        One backend call for the whole batch.
+        """
+        ids = _check_ids(session_ids)
+        if not ids:
+            return []
+        try:
+            found = await self._hooks.session_get_many(
+                session_ids=list(dict.fromkeys(ids)), now_ms=self._now_ms()
+            )
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("session_get_many", exc) from exc
+        return [decode_session(found[i]) for i in ids if i in found]
+
+    async def update_sessions_batch(self, sessions: Sequence[Session]) -> list[Session]:
+        """Compare-and-set every session at once, all or nothing; return them, versions bumped.
+
+        Raises :class:`ConflictError` naming every stale id (or :class:`SessionNotFoundError`
+        naming every missing one); then nothing was written. Ids must be distinct.
+        """
+        sessions = list(sessions)
+        for session in sessions:
+            _check_session(session)
+        seen: set[str] = set()
+        for session in sessions:
+            if session.id in seen:
+                raise InvalidSessionError(f"session {session.id!r} appears twice in the batch")
+            seen.add(session.id)
+        if not sessions:
+            return []
+        now = self._now_ms()
+        deadline = self._deadline(now)
+        records = [
+            SessionRecord(s.id, s.version + 1, deadline, encode_session(s)) for s in sessions
+        ]
+        try:
+            await self._hooks.session_update_many(records=records, now_ms=now)
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("session_update_many", exc) from exc
+        for session, record in zip(sessions, records, strict=True):
+            session.__dict__["version"] = record.version
+        return sessions
+
+    async def modify_session(self, session_id: str, fn: ModifyFunction) -> Session:
+        """Read, change and compare-and-set a session, retrying on conflict; return the result.
+
+        ``fn`` gets a fresh copy and either changes it in place (returning ``None``) or returns a
+        replacement with the same id; it may be ``async``. It may run several times, so it should
+        have no other side effects. After ``modify_attempts`` conflicts in a row it raises
+        :class:`ConflictError`; exceptions from ``fn`` propagate and nothing is written.
+        """
+        validate_session_id(session_id)
+        for attempt in range(self._modify_attempts):
+            current = await self.get_session(session_id)
+            result = fn(current)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is None:
+                result = current
+            elif not isinstance(result, Session) or result.id != session_id:
+                raise InvalidSessionError(
+                    f"modify_session: fn must change the session in place or return a Session "
+                    f"with id {session_id!r}, not {result!r:.80}"
+                )
+            result.__dict__["version"] = current.version
+            try:
+                return await self.update_session(result)
+            except ConflictError:
+                # Full jitter keeps contending writers from retrying in lockstep.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
+        raise ConflictError(
+            session_id, detail=f"modify_session gave up after {self._modify_attempts} attempts"
+        )
+
+    async def purge_expired(self) -> int:
+        """Remove expired sessions (with their event ids and events); return how many.
+
+        Expired sessions are already invisible to every read; this reclaims their space.
+        """
+        try:
+            return int(await self._hooks.session_purge_expired(now_ms=self._now_ms()))
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("session_purge_expired", exc) from exc
+
+    async def clear(self) -> None:
+        """Remove every session and event of this namespace; other namespaces are untouched."""
+        try:
+            await self._hooks.store_clear()
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("store_clear", exc) from exc
+
+    # -- last event id -----------------------------------------------------------------------
+
+    async def store_last_event_id(self, session_id: str, event_id: str) -> None:
+        """Remember the last SSE event id sent on the session; moves its deadline, not its version.
+
+        Raises :class:`SessionNotFoundError` if the session is not live.
+        """
+        validate_session_id(session_id)
+        _check_event_id(event_id)
+        now = self._now_ms()
+        try:
+            await self._hooks.last_event_id_set(
+                session_id=session_id, event_id=event_id, deadline_ms=self._deadline(now), now_ms=now
+            )
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("last_event_id_set", exc) from exc
+
+    async def get_last_event_id(self, session_id: str) -> str | None:
+        """Return the session's last event id, ``None`` if never stored.
+
+        Raises :class:`SessionNotFoundError` if the session is not live.
+        """
+        validate_session_id(session_id)
+        try:
+            result: str | None = await self._hooks.last_event_id_get(
+                session_id=session_id, now_ms=self._now_ms()
+            )
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("last_event_id_get", exc) from exc
+        return result
+
+    # -- event log ---------------------------------------------------------------------------
+
+    async def append_event(self, session_id: str, stream_id: str, data: bytes | None) -> str:
+        """Append an event to a stream of the session; return its id (unique in the store).
+
+        ``data`` is ``bytes``, or ``None`` for a priming event. Each stream keeps its newest
+        ``event_retention`` events. Raises :class:`SessionNotFoundError` if the session is not live.
+        """
+        validate_session_id(session_id)
+        _check_stream_id(stream_id)
+        if data is not None and type(data) is not bytes:
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise InvalidSessionError(f"event data must be bytes or None, not {type(data).__name__}")
+            data = bytes(data)
+        if data is not None and len(data) > MAX_RECORD_BYTES:
+            raise InvalidSessionError(f"event data of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+        try:
+            event_id: str = await self._hooks.event_append(
+                session_id=session_id,
+                stream_id=stream_id,
+                data=data,
+                retention=self._event_retention,
+                now_ms=self._now_ms(),
+            )
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("event_append", exc) from exc
+        return event_id
+
+    async def replay_events_after(
+        self, event_id: str, *, session_id: str | None = None
+    ) -> tuple[str, list[Event]]:
+        """Return ``(stream_id, events)``: the events of ``event_id``'s stream after it, oldest first.
+
+        With ``session_id``, an event of any other session is treated as unknown. Raises
+        :class:`EventNotFoundError` for an unknown or foreign id, or one evicted by retention
+        (``.evicted`` is then true).
+        """
+        _check_event_id(event_id)
+        if session_id is not None:
+            validate_session_id(session_id)
+        try:
+            stream_id, events = await self._hooks.event_replay(
+                event_id=event_id, session_id=session_id, now_ms=self._now_ms()
+            )
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure("event_replay", exc) from exc
+        return stream_id, list(events)
+
+
+class _ClosedHooks:
+    def __init__(self, spec: str) -> None:
+        self._spec = spec
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        raise StoreClosedError(f"store {self._spec} is closed")
+
+
+def _check_session(session: object) -> None:
+    if not isinstance(session, Session):
+        raise InvalidSessionError(f"expected a Session, not {type(session).__name__}")
+
+
+def _check_ids(session_ids: object) -> list[str]:
+    if isinstance(session_ids, str | bytes):
+        raise InvalidSessionError("session_ids must be a sequence of ids, not a single str")
+    ids = list(session_ids)  # type: ignore[call-overload]
+    for session_id in ids:
+        validate_session_id(session_id)
+    return ids
+
+
+def _check_text(value: object, what: str, limit: int) -> None:
+    if type(value) is not str or not 0 < len(value) <= limit:
+        raise InvalidSessionError(f"{what} must be a non-empty str of at most {limit} characters")
+    if not value.isprintable():
+        raise InvalidSessionError(f"{what} {value[:40]!r} contains control characters")
+
+
+def _check_event_id(event_id: object) -> None:
+    _check_text(event_id, "event id", MAX_EVENT_ID_LENGTH)
+
+
+def _check_stream_id(stream_id: object) -> None:
+    _check_text(stream_id, "stream id", MAX_STREAM_ID_LENGTH)

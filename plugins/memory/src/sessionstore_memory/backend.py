@@ -1,0 +1,313 @@
+"""The in-process backend: dictionaries guarded by a lock.
+
+``memory`` opens a private store (nothing shared with any other ``open_store`` call);
+``memory://NAME`` opens the store called NAME, shared by every ``open_store("memory://NAME")`` in
+this process, the way several handles share one server. Either way each namespace is separate.
+Every operation completes without yielding to the event loop, under a lock, so each is atomic for
+tasks and threads alike.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sessionstore import (
+    Capability,
+    ConfigurationError,
+    ConflictError,
+    Event,
+    EventNotFoundError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionRecord,
+    StoreFullError,
+    hookimpl,
+)
+
+__all__ = ["MemoryBackend", "create_backend"]
+
+
+@dataclass
+class _Stream:
+    session_id: str
+    stream_id: str
+    events: deque[tuple[int, bytes | None]] = field(default_factory=deque)
+    next_seq: int = 1
+
+
+@dataclass
+class _Space:
+    """One namespace of one memory store."""
+
+    records: dict[str, SessionRecord] = field(default_factory=dict)
+    last_event_ids: dict[str, str] = field(default_factory=dict)
+    streams: dict[int, _Stream] = field(default_factory=dict)
+    stream_handles: dict[tuple[str, str], int] = field(default_factory=dict)
+    session_streams: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    next_handle: int = 1
+
+
+_shared_lock = threading.Lock()
+_shared: dict[str, tuple[threading.Lock, dict[str, _Space]]] = {}
+
+
+def create_backend(
+    spec: str, *, namespace: str, max_sessions: int | None = None
+) -> MemoryBackend:
+    """The entry point: ``memory`` (private) or ``memory://NAME`` (shared within the process).
+
+    ``max_sessions`` bounds the live sessions of the namespace: a create beyond it raises
+    :class:`~sessionstore.StoreFullError`; live sessions are never dropped to make room.
+    """
+    if max_sessions is not None and (type(max_sessions) is not int or max_sessions < 1):
+        raise ConfigurationError(f"max_sessions must be an int >= 1, not {max_sessions!r}")
+    if spec.strip().lower() == "memory":
+        return MemoryBackend(threading.Lock(), _Space(), max_sessions=max_sessions, shared=False)
+    parts = urlsplit(spec)
+    name = parts.netloc + parts.path
+    if parts.scheme.lower() != "memory" or not name or parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"memory store spec {spec!r} must be 'memory' or 'memory://NAME'"
+        )
+    with _shared_lock:
+        lock, spaces = _shared.setdefault(name, (threading.Lock(), {}))
+        space = spaces.setdefault(namespace, _Space())
+    return MemoryBackend(lock, space, max_sessions=max_sessions, shared=True)
+
+
+def _expired(record: SessionRecord, now_ms: int) -> bool:
+    deadline = record.deadline_ms
+    return deadline is not None and deadline <= now_ms
+
+
+class MemoryBackend:
+    """The hooks of one namespace of a memory store."""
+
+    def __init__(
+        self, lock: threading.Lock, space: _Space, *, max_sessions: int | None, shared: bool
+    ) -> None:
+        self._lock = lock
+        self._space = space
+        self._max_sessions = max_sessions
+        self._shared = shared
+
+    # -- helpers (call with the lock held) ----------------------------------------------------
+
+    def _live(self, session_id: str, now_ms: int) -> SessionRecord | None:
+        record = self._space.records.get(session_id)
+        if record is None or _expired(record, now_ms):
+            return None
+        return record
+
+    def _drop(self, session_id: str) -> None:
+        space = self._space
+        del space.records[session_id]
+        space.last_event_ids.pop(session_id, None)
+        for key in space.session_streams.pop(session_id, ()):
+            del space.streams[space.stream_handles.pop(key)]
+
+    def _purge(self, now_ms: int) -> int:
+        expired = [i for i, r in self._space.records.items() if _expired(r, now_ms)]
+        for session_id in expired:
+            self._drop(session_id)
+        return len(expired)
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    @hookimpl
+    def store_capabilities(self) -> Mapping[str, str]:
+        if self._shared:
+            return {}
+        return {
+            Capability.SHARED_HANDLES: "each open_store('memory') is a private store; "
+            "use 'memory://NAME' to share one within the process"
+        }
+
+    @hookimpl
+    async def session_create(self, record: SessionRecord, now_ms: int) -> None:
+        with self._lock:
+            records = self._space.records
+            existing = records.get(record.id)
+            if existing is not None:
+                if not _expired(existing, now_ms):
+                    raise SessionExistsError(record.id)
+                self._drop(record.id)
+            if self._max_sessions is not None and len(records) >= self._max_sessions:
+                self._purge(now_ms)
+                if len(records) >= self._max_sessions:
+                    raise StoreFullError(
+                        f"memory store is full: {len(records)} live sessions, max_sessions="
+                        f"{self._max_sessions}; delete sessions or raise max_sessions"
+                    )
+            records[record.id] = record
+
+    @hookimpl
+    async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
+        record = self._space.records.get(session_id)  # one dict read: atomic without the lock
+        if record is None or _expired(record, now_ms):
+            return None
+        return record
+
+    @hookimpl
+    async def session_get_many(
+        self, session_ids: Sequence[str], now_ms: int
+    ) -> Mapping[str, SessionRecord]:
+        with self._lock:
+            found = {}
+            for session_id in session_ids:
+                record = self._live(session_id, now_ms)
+                if record is not None:
+                    found[session_id] = record
+            return found
+
+    @hookimpl
+    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        with self._lock:
+            current = self._live(record.id, now_ms)
+            if current is None:
+                raise SessionNotFoundError(record.id)
+            if current.version != record.version - 1:
+                raise ConflictError(record.id)
+            self._space.records[record.id] = record
+
+    @hookimpl
+    async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
+        with self._lock:
+            current = [self._live(r.id, now_ms) for r in records]
+            missing = [r.id for r, c in zip(records, current, strict=True) if c is None]
+            if missing:
+                raise SessionNotFoundError(*missing)
+            stale = [
+                r.id
+                for r, c in zip(records, current, strict=True)
+                if c is not None and c.version != r.version - 1
+            ]
+            if stale:
+                raise ConflictError(*stale)
+            for record in records:
+                self._space.records[record.id] = record
+
+    @hookimpl
+    async def session_delete(self, session_id: str, now_ms: int) -> bool:
+        with self._lock:
+            record = self._space.records.get(session_id)
+            if record is None:
+                return False
+            self._drop(session_id)
+            return not _expired(record, now_ms)
+
+    @hookimpl
+    async def session_count(self, now_ms: int) -> int:
+        with self._lock:
+            return sum(1 for r in self._space.records.values() if not _expired(r, now_ms))
+
+    @hookimpl
+    async def session_page(
+        self, cursor: str | None, limit: int, now_ms: int
+    ) -> tuple[Sequence[SessionRecord], str | None]:
+        with self._lock:
+            records = self._space.records
+            # Keyset paging by id: O(n log limit) per page, fine for an in-process store.
+            ids = heapq.nsmallest(
+                limit + 1,
+                (
+                    i
+                    for i, r in records.items()
+                    if (cursor is None or i > cursor) and not _expired(r, now_ms)
+                ),
+            )
+            page = [records[i] for i in ids[:limit]]
+        next_cursor = ids[limit - 1] if len(ids) > limit else None
+        return page, next_cursor
+
+    @hookimpl
+    async def session_purge_expired(self, now_ms: int) -> int:
+        with self._lock:
+            return self._purge(now_ms)
+
+    @hookimpl
+    async def last_event_id_set(
+        self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
+    ) -> None:
+        with self._lock:
+            record = self._live(session_id, now_ms)
+            if record is None:
+                raise SessionNotFoundError(session_id)
+            self._space.last_event_ids[session_id] = event_id
+            if record.deadline_ms != deadline_ms:
+                self._space.records[session_id] = record._replace(deadline_ms=deadline_ms)
+
+    @hookimpl
+    async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
+        with self._lock:
+            if self._live(session_id, now_ms) is None:
+                raise SessionNotFoundError(session_id)
+            return self._space.last_event_ids.get(session_id)
+
+    @hookimpl
+    async def event_append(
+        self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
+    ) -> str:
+        with self._lock:
+            if self._live(session_id, now_ms) is None:
+                raise SessionNotFoundError(session_id)
+            space = self._space
+            handle = space.stream_handles.get((session_id, stream_id))
+            if handle is None:
+                handle = space.next_handle
+                space.next_handle += 1
+                space.stream_handles[(session_id, stream_id)] = handle
+                space.session_streams.setdefault(session_id, []).append((session_id, stream_id))
+                space.streams[handle] = _Stream(session_id, stream_id)
+            stream = space.streams[handle]
+            seq = stream.next_seq
+            stream.next_seq += 1
+            stream.events.append((seq, data))
+            while len(stream.events) > retention:
+                stream.events.popleft()
+            return f"{handle}-{seq}"
+
+    @hookimpl
+    async def event_replay(
+        self, event_id: str, session_id: str | None, now_ms: int
+    ) -> tuple[str, Sequence[Event]]:
+        handle_text, _, seq_text = event_id.partition("-")
+        if not (handle_text.isdigit() and seq_text.isdigit()):
+            raise EventNotFoundError(event_id)
+        handle, seq = int(handle_text), int(seq_text)
+        with self._lock:
+            stream = self._space.streams.get(handle)
+            if (
+                stream is None
+                or (session_id is not None and stream.session_id != session_id)
+                or self._live(stream.session_id, now_ms) is None
+                or not 1 <= seq < stream.next_seq
+            ):
+                raise EventNotFoundError(event_id)
+            if not stream.events or seq < stream.events[0][0]:
+                raise EventNotFoundError(event_id, evicted=True)
+            events = [
+                Event(f"{handle}-{s}", stream.stream_id, data)
+                for s, data in stream.events
+                if s > seq
+            ]
+            return stream.stream_id, events
+
+    @hookimpl
+    async def store_clear(self) -> None:
+        with self._lock:
+            space = self._space
+            space.records.clear()
+            space.last_event_ids.clear()
+            space.streams.clear()
+            space.stream_handles.clear()
+            space.session_streams.clear()
+
+    @hookimpl
+    async def store_close(self) -> None:
+        return None
