@@ -19,7 +19,7 @@ refused, and anything malformed raises ``CorruptRecordError`` naming the session
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgpack
@@ -37,7 +37,7 @@ ENVELOPE_VERSION = 1
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest payload written or read (16 MiB). Sessions are meant to be small."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _DATETIME_FIELDS = ("created_at", "last_activity")
 _KNOWN_FIELDS = frozenset(
@@ -82,7 +82,8 @@ def encode_session(session: Session) -> bytes:
     payload: bytes = _packer.pack([ENVELOPE_VERSION, fields])
     if len(payload) > MAX_RECORD_BYTES:
         raise InvalidSessionError(
-            f"session {session.id!r} encodes to {len(payload)} bytes; the limit is {MAX_RECORD_BYTES}"
+            f"session {session.id!r} encodes to {len(payload)} bytes; "
+            f"the limit is {MAX_RECORD_BYTES}"
         )
     return payload
 

@@ -4,15 +4,15 @@ The tree::
 
     SessionStoreError                 base of everything below
     ├── ConfigurationError            a bad spec, option or plugin (also a ValueError)
-    │   ├── UnknownBackendError       no backend is installed under that name or URL scheme
-    │   └── BackendLoadError          the backend exists but cannot be used: import failed, hooks missing
-    ├── InvalidSessionError           a bad id, field or argument, refused before any backend sees it
-    │                                 (also a ValueError)
-    ├── SessionNotFoundError          no live session has that id (never created, deleted or expired)
+    │   ├── UnknownBackendError       no backend is installed under that name or scheme
+    │   └── BackendLoadError          the backend cannot be used: import failed, hooks missing
+    ├── InvalidSessionError           a bad id, field or argument, refused before any backend
+    │                                 sees it (also a ValueError)
+    ├── SessionNotFoundError          no live session has that id (never created, deleted, expired)
     ├── SessionExistsError            create_session for an id that is already live
-    ├── ConflictError                 compare-and-set refused: the stored version is not the one read
+    ├── ConflictError                 compare-and-set refused: another writer got there first
     ├── EventNotFoundError            a replay cursor is unknown, foreign or evicted (``.evicted``)
-    ├── CorruptRecordError            a stored record cannot be decoded (names the session id)
+    ├── CorruptRecordError            a stored record cannot be decoded (names the id)
     ├── StoreFullError                a bounded backend is full; nothing was dropped to make room
     ├── StoreUnavailableError         the backend cannot be reached, or timed out
     ├── StoreClosedError              the store was used after ``aclose()``

@@ -19,7 +19,8 @@ Conventions shared by every hook:
   storage raises :class:`~sessionstore.StoreUnavailableError`. Anything else is wrapped by the core
   in :class:`~sessionstore.BackendError` naming the backend and the hook.
 * Middleware wrap these same hooks with ``@hookimpl(wrapper=True)``: the wrapper receives the inner
-  coroutine from ``yield`` and returns a coroutine that awaits it (see :mod:`sessionstore.middleware`).
+  coroutine from ``yield`` and returns a coroutine that awaits it (see
+  :mod:`sessionstore.middleware`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def session_get_many(  # type: ignore[empty-body]
 
 @hookspec(firstresult=True)
 def session_update(record: SessionRecord, now_ms: int) -> Awaitable[None]:  # type: ignore[empty-body]
-    """Compare-and-set: replace the live session ``record.id`` iff its version is ``record.version - 1``.
+    """Compare-and-set: replace live session ``record.id`` iff it is at ``record.version - 1``.
 
     Atomically with respect to every other writer (tasks, threads, processes, hosts). Replaces the
     payload, version and deadline; leaves the last event id and the event log alone. Raise

@@ -61,7 +61,7 @@ def _wrapper(operation: str) -> Callable[..., Generator[None, Any, Any]]:
         return self.around(operation, inner)
 
     wrap.__name__ = wrap.__qualname__ = operation
-    return hookimpl(wrapper=True)(wrap)  # type: ignore[no-any-return]
+    return hookimpl(wrapper=True)(wrap)
 
 
 for _operation in ASYNC_HOOKS:

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import math
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictStr,
+)
 
 from .errors import InvalidSessionError
 
@@ -78,9 +86,14 @@ def validate_session_id(value: object, *, what: str = "session id") -> str:
     specification allows in ``Mcp-Session-Id``. Anything else is refused with a message naming
     what is wrong; the id is shown with ``repr`` so control characters stay visible.
     """
-    if type(value) is str and 0 < len(value) <= MAX_SESSION_ID_LENGTH:
-        if value.isascii() and value.isprintable() and " " not in value:
-            return value
+    if (
+        type(value) is str
+        and 0 < len(value) <= MAX_SESSION_ID_LENGTH
+        and value.isascii()
+        and value.isprintable()
+        and " " not in value
+    ):
+        return value
     raise InvalidSessionError(_why_invalid(value, what))
 
 
@@ -91,7 +104,9 @@ def _why_invalid(value: object, what: str) -> str:
         return f"{what} must not be empty"
     shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
     if len(value) > MAX_SESSION_ID_LENGTH:
-        return f"{what} {shown} is {len(value)} characters long; the limit is {MAX_SESSION_ID_LENGTH}"
+        return (
+            f"{what} {shown} is {len(value)} characters long; the limit is {MAX_SESSION_ID_LENGTH}"
+        )
     return f"{what} {shown} may only contain visible ASCII characters (0x21-0x7E)"
 
 
@@ -126,7 +141,7 @@ def _check_json(value: object, where: str, depth: int) -> None:
             _check_json(item, f"{where}[{key!r}]", depth + 1)
         return
     if kind is list:
-        for index, item in enumerate(value):  # type: ignore[call-overload]
+        for index, item in enumerate(value):  # type: ignore[arg-type]
             _check_json(item, f"{where}[{index}]", depth + 1)
         return
     raise InvalidSessionError(
@@ -139,7 +154,10 @@ def _session_id_field(value: str) -> str:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from None
 
 
 def _metadata_field(value: dict[str, Any]) -> dict[str, Any]:
@@ -148,10 +166,10 @@ def _metadata_field(value: dict[str, Any]) -> dict[str, Any]:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-SessionId = Annotated[str, AfterValidator(_session_id_field)]
+SessionId = Annotated[StrictStr, AfterValidator(_session_id_field)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata_field)]
 

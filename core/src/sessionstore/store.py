@@ -28,7 +28,13 @@ from .errors import (
     StoreClosedError,
 )
 from .models import Session, validate_session_id
-from .plugins import BackendFactory, HookDispatch, bind_plugins, capabilities_of, load_backend_factory
+from .plugins import (
+    BackendFactory,
+    HookDispatch,
+    bind_plugins,
+    capabilities_of,
+    load_backend_factory,
+)
 from .records import Event, SessionRecord
 from .urls import backend_name_of, redact_url
 
@@ -38,7 +44,7 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 MAX_STREAM_ID_LENGTH = 1024
 MAX_EVENT_ID_LENGTH = 1024
 
-ModifyFunction = Callable[[Session], "Session | None | Awaitable[Session | None]"]
+ModifyFunction = Callable[[Session], "Awaitable[Session | None] | Session | None"]
 
 
 def open_store(
@@ -122,7 +128,9 @@ def _ttl_ms(ttl: float | timedelta | None) -> int | None:
         return None
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-        raise ConfigurationError(f"ttl must be a positive number of seconds or a timedelta, not {ttl!r}")
+        raise ConfigurationError(
+            f"ttl must be a positive number of seconds or a timedelta, not {ttl!r}"
+        )
     return max(1, round(seconds * 1000))
 
 
@@ -473,7 +481,10 @@ class SessionStore:
         now = self._now_ms()
         try:
             await self._hooks.last_event_id_set(
-                session_id=session_id, event_id=event_id, deadline_ms=self._deadline(now), now_ms=now
+                session_id=session_id,
+                event_id=event_id,
+                deadline_ms=self._deadline(now),
+                now_ms=now,
             )
         except SessionStoreError:
             raise
@@ -508,7 +519,9 @@ class SessionStore:
         _check_stream_id(stream_id)
         if data is not None and type(data) is not bytes:
             if not isinstance(data, bytes | bytearray | memoryview):
-                raise InvalidSessionError(f"event data must be bytes or None, not {type(data).__name__}")
+                raise InvalidSessionError(
+                    f"event data must be bytes or None, not {type(data).__name__}"
+                )
             data = bytes(data)
         if data is not None and len(data) > MAX_RECORD_BYTES:
             raise InvalidSessionError(f"event data of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
@@ -529,7 +542,7 @@ class SessionStore:
     async def replay_events_after(
         self, event_id: str, *, session_id: str | None = None
     ) -> tuple[str, list[Event]]:
-        """Return ``(stream_id, events)``: the events of ``event_id``'s stream after it, oldest first.
+        """Return ``(stream_id, events)``: the events after ``event_id`` in its stream, in order.
 
         With ``session_id``, an event of any other session is treated as unknown. Raises
         :class:`EventNotFoundError` for an unknown or foreign id, or one evicted by retention
@@ -565,10 +578,7 @@ def _check_session(session: object) -> None:
 def _check_ids(session_ids: object) -> list[str]:
     if isinstance(session_ids, str | bytes):
         raise InvalidSessionError("session_ids must be a sequence of ids, not a single str")
-    ids = list(session_ids)  # type: ignore[call-overload]
-    for session_id in ids:
-        validate_session_id(session_id)
-    return ids
+    return [validate_session_id(i) for i in session_ids]  # type: ignore[attr-defined]
 
 
 def _check_text(value: object, what: str, limit: int) -> None:

@@ -13,7 +13,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_.+-]*\Z")
 
 
 def backend_name_of(spec: str) -> str:
-    """Return the backend name a spec selects: ``"memory"`` -> ``memory``, ``"redis://h"`` -> ``redis``.
+    """Return the backend a spec names: ``"memory"`` -> ``memory``, ``"redis://h"`` -> ``redis``.
 
     Raises :class:`~sessionstore.ConfigurationError` for a spec that is neither.
     """

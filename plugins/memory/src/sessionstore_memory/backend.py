@@ -56,9 +56,7 @@ _shared_lock = threading.Lock()
 _shared: dict[str, tuple[threading.Lock, dict[str, _Space]]] = {}
 
 
-def create_backend(
-    spec: str, *, namespace: str, max_sessions: int | None = None
-) -> MemoryBackend:
+def create_backend(spec: str, *, namespace: str, max_sessions: int | None = None) -> MemoryBackend:
     """The entry point: ``memory`` (private) or ``memory://NAME`` (shared within the process).
 
     ``max_sessions`` bounds the live sessions of the namespace: a create beyond it raises
@@ -71,9 +69,7 @@ def create_backend(
     parts = urlsplit(spec)
     name = parts.netloc + parts.path
     if parts.scheme.lower() != "memory" or not name or parts.query or parts.fragment:
-        raise ConfigurationError(
-            f"memory store spec {spec!r} must be 'memory' or 'memory://NAME'"
-        )
+        raise ConfigurationError(f"memory store spec {spec!r} must be 'memory' or 'memory://NAME'")
     with _shared_lock:
         lock, spaces = _shared.setdefault(name, (threading.Lock(), {}))
         space = spaces.setdefault(namespace, _Space())

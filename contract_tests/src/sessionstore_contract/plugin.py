@@ -1,0 +1,73 @@
+"""The pytest plugin (``pytest11`` entry point): options and the ``sessionstore_target`` fixture.
+
+Run the whole contract against a backend::
+
+    pytest --pyargs sessionstore_contract --sessionstore-backend NAME_OR_URL
+    pytest --pyargs sessionstore_contract --sessionstore-factory package.module:factory
+
+``--sessionstore-option key=value`` (repeatable) passes a backend option to every ``open_store``;
+values are parsed as JSON when they can be (``max_sessions=100``), else kept as strings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from .target import ContractTarget
+
+__all__ = ["pytest_addoption", "sessionstore_target"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sessionstore", "sessionstore contract suite")
+    group.addoption(
+        "--sessionstore-backend",
+        metavar="NAME_OR_URL",
+        help="backend under test, as open_store() takes it: memory, sqlite:///x.db, redis://...",
+    )
+    group.addoption(
+        "--sessionstore-factory",
+        metavar="MODULE:CALLABLE",
+        help="backend factory under test, for a backend not installed through an entry point",
+    )
+    group.addoption(
+        "--sessionstore-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="backend option passed to every open_store (repeatable)",
+    )
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise pytest.UsageError(f"--sessionstore-option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options
+
+
+@pytest.fixture(scope="session")
+def sessionstore_target(pytestconfig: pytest.Config) -> ContractTarget:
+    """The backend named on the command line. Override this fixture to test another."""
+    backend = pytestconfig.getoption("sessionstore_backend")
+    factory = pytestconfig.getoption("sessionstore_factory")
+    options = _options(pytestconfig.getoption("sessionstore_option"))
+    if backend and factory:
+        raise pytest.UsageError("give --sessionstore-backend or --sessionstore-factory, not both")
+    if factory:
+        return ContractTarget.from_factory(factory, **options)
+    if backend:
+        return ContractTarget.from_spec(backend, **options)
+    raise pytest.UsageError(
+        "the sessionstore contract suite needs a backend: "
+        "--sessionstore-backend NAME_OR_URL or --sessionstore-factory MODULE:CALLABLE"
+    )
