@@ -1,8 +1,9 @@
 """Backend discovery through entry points, and binding a backend and middleware to the hooks.
 
 Backends register in the entry-point group :data:`ENTRY_POINT_GROUP` as
-``name = "module:factory"``, one name per URL scheme they serve. Listing them reads only distribution metadata; a backend's
-module is imported only when that backend is chosen, so a broken plugin never breaks another.
+``name = "module:factory"``, one name per URL scheme they serve. Listing them reads only
+distribution metadata; a backend's module is imported only when that backend is chosen, so a
+broken plugin never breaks another.
 """
 
 from __future__ import annotations
