@@ -5,9 +5,15 @@ NAME_OR_URL``) or subclass :class:`StoreContract` in your own tests and provide 
 ``sessionstore_target`` fixture returning a :class:`ContractTarget`.
 """
 
-from .stateful import run_state_machine
-from .suite import ContractOverrideError, StoreContract
-from .target import ContractTarget, ManualClock
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .stateful import run_state_machine
+    from .suite import ContractOverrideError, StoreContract
+    from .target import ContractTarget, ManualClock
 
 __all__ = [
     "ContractOverrideError",
@@ -16,3 +22,21 @@ __all__ = [
     "StoreContract",
     "run_state_machine",
 ]
+
+# Imported on first use, not with the package: pytest imports this package when it loads the
+# plugin, before --hypothesis-profile is applied, and Hypothesis settings objects copy the active
+# profile when they are created.
+_HOMES = {
+    "ContractOverrideError": "suite",
+    "StoreContract": "suite",
+    "run_state_machine": "stateful",
+    "ContractTarget": "target",
+    "ManualClock": "target",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{home}", __name__), name)

@@ -7,6 +7,9 @@ Run the whole contract against a backend::
 
 ``--sessionstore-option key=value`` (repeatable) passes a backend option to every ``open_store``;
 values are parsed as JSON when they can be (``max_sessions=100``), else kept as strings.
+
+The Hypothesis profile ``sessionstore-quick`` (``--hypothesis-profile sessionstore-quick``) does
+not shrink failures: a fast yes/no on a broken backend, not for debugging one.
 """
 
 from __future__ import annotations
@@ -15,10 +18,16 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import Phase, settings
 
 from .target import ContractTarget
 
 __all__ = ["pytest_addoption", "sessionstore_target"]
+
+
+settings.register_profile(
+    "sessionstore-quick", max_examples=100, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,298 @@
+"""Deliberately broken backends: each keeps every guarantee but one.
+
+Each factory wraps a real memory backend (a shared one, so handles and namespaces behave as on a
+server) and breaks exactly one thing. ``faithful`` breaks nothing: it shows that the wrapping
+itself passes the contract, so every failure of the others comes from its defect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+import msgpack
+from sessionstore_memory import MemoryBackend, create_backend
+
+from sessionstore import (
+    ConflictError,
+    Event,
+    EventNotFoundError,
+    SessionNotFoundError,
+    SessionRecord,
+    hookimpl,
+)
+
+
+class Delegating:
+    """Every hook passed to a real memory backend unchanged."""
+
+    def __init__(self, inner: MemoryBackend) -> None:
+        self.inner = inner
+
+    @hookimpl
+    def store_capabilities(self) -> Mapping[str, str]:
+        return self.inner.store_capabilities()
+
+    @hookimpl
+    async def session_create(self, record: SessionRecord, now_ms: int) -> None:
+        await self.inner.session_create(record, now_ms)
+
+    @hookimpl
+    async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
+        return await self.inner.session_get(session_id, now_ms)
+
+    @hookimpl
+    async def session_get_many(
+        self, session_ids: Sequence[str], now_ms: int
+    ) -> Mapping[str, SessionRecord]:
+        return await self.inner.session_get_many(session_ids, now_ms)
+
+    @hookimpl
+    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        await self.inner.session_update(record, now_ms)
+
+    @hookimpl
+    async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
+        await self.inner.session_update_many(records, now_ms)
+
+    @hookimpl
+    async def session_delete(self, session_id: str, now_ms: int) -> bool:
+        return await self.inner.session_delete(session_id, now_ms)
+
+    @hookimpl
+    async def session_count(self, now_ms: int) -> int:
+        return await self.inner.session_count(now_ms)
+
+    @hookimpl
+    async def session_page(
+        self, cursor: str | None, limit: int, now_ms: int
+    ) -> tuple[Sequence[SessionRecord], str | None]:
+        return await self.inner.session_page(cursor, limit, now_ms)
+
+    @hookimpl
+    async def session_purge_expired(self, now_ms: int) -> int:
+        return await self.inner.session_purge_expired(now_ms)
+
+    @hookimpl
+    async def last_event_id_set(
+        self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
+    ) -> None:
+        await self.inner.last_event_id_set(session_id, event_id, deadline_ms, now_ms)
+
+    @hookimpl
+    async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
+        return await self.inner.last_event_id_get(session_id, now_ms)
+
+    @hookimpl
+    async def event_append(
+        self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
+    ) -> str:
+        return await self.inner.event_append(session_id, stream_id, data, retention, now_ms)
+
+    @hookimpl
+    async def event_replay(
+        self, event_id: str, session_id: str | None, now_ms: int
+    ) -> tuple[str, Sequence[Event]]:
+        return await self.inner.event_replay(event_id, session_id, now_ms)
+
+    @hookimpl
+    async def store_clear(self) -> None:
+        await self.inner.store_clear()
+
+    @hookimpl
+    async def store_close(self) -> None:
+        await self.inner.store_close()
+
+
+class LostUpdate(Delegating):
+    """Writes an update whatever version it was read at."""
+
+    @hookimpl
+    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        current = await self.inner.session_get(record.id, now_ms)
+        if current is None:
+            raise SessionNotFoundError(record.id)
+        await self.inner.session_update(record._replace(version=current.version + 1), now_ms)
+
+
+class NonAtomicBatch(Delegating):
+    """Writes a batch one session at a time, keeping the writes that came before a conflict."""
+
+    @hookimpl
+    async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
+        stale = []
+        for record in records:
+            try:
+                await self.inner.session_update(record, now_ms)
+            except ConflictError:
+                stale.append(record.id)
+        if stale:
+            raise ConflictError(*stale)
+
+
+def _without_upstream(record: SessionRecord) -> SessionRecord:
+    version, fields = msgpack.unpackb(record.payload)
+    fields.pop("upstream_session_id", None)
+    return record._replace(payload=msgpack.packb([version, fields]))
+
+
+class DroppedField(Delegating):
+    """Loses ``upstream_session_id`` on every write."""
+
+    @hookimpl
+    async def session_create(self, record: SessionRecord, now_ms: int) -> None:
+        await self.inner.session_create(_without_upstream(record), now_ms)
+
+    @hookimpl
+    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        await self.inner.session_update(_without_upstream(record), now_ms)
+
+
+class ExpiryIgnored(Delegating):
+    """Reads as if no deadline had ever passed."""
+
+    @hookimpl
+    async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
+        return await self.inner.session_get(session_id, 0)
+
+    @hookimpl
+    async def session_get_many(
+        self, session_ids: Sequence[str], now_ms: int
+    ) -> Mapping[str, SessionRecord]:
+        return await self.inner.session_get_many(session_ids, 0)
+
+    @hookimpl
+    async def session_count(self, now_ms: int) -> int:
+        return await self.inner.session_count(0)
+
+    @hookimpl
+    async def session_page(
+        self, cursor: str | None, limit: int, now_ms: int
+    ) -> tuple[Sequence[SessionRecord], str | None]:
+        return await self.inner.session_page(cursor, limit, 0)
+
+
+class ClobbersLastEventId(Delegating):
+    """Keeps the last event id in the session record, so an update written from an older read
+    puts back the old value (here: none)."""
+
+    def __init__(self, inner: MemoryBackend) -> None:
+        super().__init__(inner)
+        self.last_ids: dict[str, str] = {}
+
+    @hookimpl
+    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        await self.inner.session_update(record, now_ms)
+        self.last_ids.pop(record.id, None)
+
+    @hookimpl
+    async def last_event_id_set(
+        self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
+    ) -> None:
+        await self.inner.last_event_id_set(session_id, event_id, deadline_ms, now_ms)
+        self.last_ids[session_id] = event_id
+
+    @hookimpl
+    async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
+        await self.inner.last_event_id_get(session_id, now_ms)
+        return self.last_ids.get(session_id)
+
+
+class ReplayCrossesStreams(Delegating):
+    """Replays every later event of the session, whatever its stream."""
+
+    def __init__(self, inner: MemoryBackend) -> None:
+        super().__init__(inner)
+        self.log: list[tuple[str, Event]] = []
+
+    @hookimpl
+    async def event_append(
+        self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
+    ) -> str:
+        event_id = await self.inner.event_append(session_id, stream_id, data, retention, now_ms)
+        self.log.append((session_id, Event(event_id, stream_id, data)))
+        return event_id
+
+    @hookimpl
+    async def event_replay(
+        self, event_id: str, session_id: str | None, now_ms: int
+    ) -> tuple[str, Sequence[Event]]:
+        stream_id, _ = await self.inner.event_replay(event_id, session_id, now_ms)
+        position = next(i for i, (_, e) in enumerate(self.log) if e.id == event_id)
+        owner = self.log[position][0]
+        later = [e for s, e in self.log[position + 1 :] if s == owner]
+        return stream_id, later
+
+
+class ReplayIgnoresSession(Delegating):
+    """Replays an event for whichever session asks."""
+
+    @hookimpl
+    async def event_replay(
+        self, event_id: str, session_id: str | None, now_ms: int
+    ) -> tuple[str, Sequence[Event]]:
+        return await self.inner.event_replay(event_id, None, now_ms)
+
+
+class ForgetsEvictions(Delegating):
+    """Reports an evicted cursor as unknown, hiding that events were lost."""
+
+    @hookimpl
+    async def event_replay(
+        self, event_id: str, session_id: str | None, now_ms: int
+    ) -> tuple[str, Sequence[Event]]:
+        try:
+            return await self.inner.event_replay(event_id, session_id, now_ms)
+        except EventNotFoundError as exc:
+            raise EventNotFoundError(event_id, evicted=False) from exc
+
+
+def _factory(cls: type[Delegating], *, leak: bool = False) -> Callable[..., Delegating]:
+    def factory(spec: str, *, namespace: str) -> Delegating:
+        name = f"memory://teeth-{cls.__name__}"
+        inner = create_backend(name, namespace="leaked" if leak else namespace)
+        return cls(inner)
+
+    return factory
+
+
+faithful = _factory(Delegating)
+lost_update = _factory(LostUpdate)
+non_atomic_batch = _factory(NonAtomicBatch)
+dropped_field = _factory(DroppedField)
+expiry_ignored = _factory(ExpiryIgnored)
+namespace_leak = _factory(Delegating, leak=True)
+clobbers_last_event_id = _factory(ClobbersLastEventId)
+replay_crosses_streams = _factory(ReplayCrossesStreams)
+replay_ignores_session = _factory(ReplayIgnoresSession)
+forgets_evictions = _factory(ForgetsEvictions)
+
+# broken backend -> contract tests that must fail on it
+EXPECTED_FAILURES: dict[str, set[str]] = {
+    "lost_update": {
+        "test_stale_update_raises_conflict",
+        "test_concurrent_modify_session_loses_no_increment",
+        "test_concurrent_modify_across_handles",
+        "test_state_machine",
+    },
+    "non_atomic_batch": {"test_batch_update_is_all_or_nothing", "test_state_machine"},
+    "dropped_field": {"test_roundtrip_create_get", "test_roundtrip_update", "test_state_machine"},
+    "expiry_ignored": {
+        "test_expired_session_is_gone_for_every_read",
+        "test_expiry_follows_the_clock_to_the_millisecond",
+        "test_state_machine",
+    },
+    "namespace_leak": {"test_namespaces_never_see_each_other"},
+    "clobbers_last_event_id": {
+        "test_last_event_id_and_update_never_undo_each_other",
+        "test_state_machine",
+    },
+    "replay_crosses_streams": {
+        "test_events_replay_in_order_within_one_stream",
+        "test_event_ids_unique_and_never_cross_sessions",
+        "test_state_machine",
+    },
+    "replay_ignores_session": {
+        "test_event_ids_unique_and_never_cross_sessions",
+        "test_state_machine",
+    },
+    "forgets_evictions": {"test_evicted_cursor_is_reported", "test_state_machine"},
+}
