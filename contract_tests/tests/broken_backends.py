@@ -8,8 +8,8 @@ itself passes the contract, so every failure of the others comes from its defect
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+
 import msgpack
-from sessionstore_memory import MemoryBackend, create_backend
 
 from sessionstore import (
     ConflictError,
@@ -19,6 +19,7 @@ from sessionstore import (
     SessionRecord,
     hookimpl,
 )
+from sessionstore_memory import MemoryBackend, create_backend
 
 
 class Delegating:

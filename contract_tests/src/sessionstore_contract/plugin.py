@@ -26,7 +26,7 @@ __all__ = ["pytest_addoption", "sessionstore_target"]
 
 
 settings.register_profile(
-    "sessionstore-quick", max_examples=100, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+    "sessionstore-quick", max_examples=300, phases=[Phase.explicit, Phase.reuse, Phase.generate]
 )
 
 

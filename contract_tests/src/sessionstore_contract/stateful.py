@@ -269,8 +269,11 @@ def run_state_machine(target: ContractTarget) -> None:
             event_id = self.run(self.store.append_event(session_id, stream_id, data))
             assert event_id not in self.model.events, f"event id {event_id!r} issued twice"
             key = (session_id, stored.generation, stream_id)
-            self.model.streams.setdefault(key, []).append(event_id)
+            issued = self.model.streams.setdefault(key, [])
+            issued.append(event_id)
             self.model.events[event_id] = (session_id, stored.generation, stream_id, data)
+            if len(issued) > RETENTION:  # the event just pushed out must be reported as evicted
+                self.check_replay(issued[-RETENTION - 1], "own")
 
         @precondition(lambda self: bool(self.model.events))
         @rule(data=st.data(), scope=st.sampled_from(["none", "own"]))

@@ -14,7 +14,8 @@ Compatibility rules, so a fleet can be upgraded one instance at a time:
 
 Decoding is defensive: payloads longer than :data:`MAX_RECORD_BYTES` are refused before parsing,
 msgpack's own limits bound every string, array and map by the payload's length, extension types are
-refused, and anything malformed raises ``CorruptRecordError`` naming the session id.
+refused (except msgpack's own timestamp, which a newer release's unknown field may hold and which
+is written back unchanged), and anything malformed raises ``CorruptRecordError`` naming the id.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ _KNOWN_FIELDS = frozenset(
         "metadata",
     )
 )
-_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 
 def encode_session(session: Session) -> bytes:
@@ -65,21 +65,28 @@ def encode_session(session: Session) -> bytes:
     metadata = session.metadata
     if metadata:
         check_json_value(metadata)
-    mode = session.response_mode
-    fields: dict[str, Any] = {
-        "id": session.id,
-        "transport": session.transport.value,
-        "response_mode": None if mode is None else mode.value,
-        "upstream_session_id": session.upstream_session_id,
-        "status": session.status.value,
-        "created_at": (session.created_at - _EPOCH) // _MICROSECOND,
-        "last_activity": (session.last_activity - _EPOCH) // _MICROSECOND,
-        "metadata": metadata,
-    }
-    unknown = session._unknown_fields
-    if unknown:
-        fields = {**unknown, **fields}
-    payload: bytes = _packer.pack([ENVELOPE_VERSION, fields])
+    try:
+        mode = session.response_mode
+        fields: dict[str, Any] = {
+            "id": session.id,
+            "transport": session.transport.value,
+            "response_mode": None if mode is None else mode.value,
+            "upstream_session_id": session.upstream_session_id,
+            "status": session.status.value,
+            "created_at": (session.created_at - _EPOCH) // _MICROSECOND,
+            "last_activity": (session.last_activity - _EPOCH) // _MICROSECOND,
+            "metadata": metadata,
+        }
+        unknown = session._unknown_fields
+        if unknown:
+            fields = {**unknown, **fields}
+        payload: bytes = msgpack.packb([ENVELOPE_VERSION, fields], use_bin_type=True)
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+        # Only reachable when validation was bypassed, e.g. model_copy(update=...) with raw values.
+        raise InvalidSessionError(
+            f"session {session.id!r} has a field of the wrong type ({exc}); "
+            "model_copy(update=...) does not validate, set fields by assignment instead"
+        ) from None
     if len(payload) > MAX_RECORD_BYTES:
         raise InvalidSessionError(
             f"session {session.id!r} encodes to {len(payload)} bytes; "
@@ -113,7 +120,7 @@ def decode_session(record: SessionRecord) -> Session:
     if type(envelope) is not list or len(envelope) != 2:
         raise CorruptRecordError(session_id, "not a [version, fields] envelope")
     envelope_version, fields = envelope
-    if envelope_version != ENVELOPE_VERSION:
+    if type(envelope_version) is not int or envelope_version != ENVELOPE_VERSION:
         raise CorruptRecordError(session_id, _version_message(envelope_version))
     if type(fields) is not dict:
         raise CorruptRecordError(session_id, "envelope fields are not a map")

@@ -134,8 +134,11 @@ def bind_plugins(
             if name not in hookspecs.OPTIONAL_HOOKS:
                 problems.append(f"missing hook {name}")
             continue
-        if name not in hookspecs.SYNC_HOOKS and not inspect.iscoroutinefunction(impls[0].function):
+        is_async = inspect.iscoroutinefunction(impls[0].function)
+        if name not in hookspecs.SYNC_HOOKS and not is_async:
             problems.append(f"hook {name} must be an async def")
+        elif name in hookspecs.SYNC_HOOKS and is_async:
+            problems.append(f"hook {name} must be a plain def, not an async def")
     if problems:
         raise BackendLoadError(backend_name, "; ".join(problems))
     for index, plugin in enumerate(middleware):
@@ -158,6 +161,8 @@ def _register(pm: pluggy.PluginManager, plugin: object, label: str, backend_name
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise BackendLoadError(backend_name, f"{label}: {exc}") from exc
+    except ValueError as exc:  # pluggy: this object is already registered (given twice)
+        raise ConfigurationError(f"{label}: {exc}") from exc
 
 
 def _hook_names(pm: pluggy.PluginManager) -> list[str]:
@@ -167,6 +172,12 @@ def _hook_names(pm: pluggy.PluginManager) -> list[str]:
 def capabilities_of(pm: pluggy.PluginManager, backend_name: str) -> dict[Capability, str]:
     """Return the capabilities the bound backend lacks, with their reasons."""
     declared: Mapping[str, str] | None = pm.hook.store_capabilities()
+    if declared is not None and not isinstance(declared, Mapping):
+        raise BackendLoadError(
+            backend_name,
+            f"hook store_capabilities must return a mapping of capability names to reasons, "
+            f"not {type(declared).__name__}",
+        )
     missing: dict[Capability, str] = {}
     for name, reason in (declared or {}).items():
         try:

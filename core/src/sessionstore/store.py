@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
+from math import inf
 from types import TracebackType
 from typing import Any
 
@@ -127,7 +128,7 @@ def _ttl_ms(ttl: float | timedelta | None) -> int | None:
     if ttl is None:
         return None
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < inf:
         raise ConfigurationError(
             f"ttl must be a positive number of seconds or a timedelta, not {ttl!r}"
         )
@@ -226,6 +227,8 @@ class SessionStore:
 
     def add_middleware(self, plugin: object) -> None:
         """Wrap this store's hooks with ``plugin`` (see :mod:`sessionstore.middleware`)."""
+        if self._closed:
+            raise StoreClosedError(f"store {self._spec} is closed")
         middleware = (*self._middleware, plugin)
         self._pm = bind_plugins(self._backend, self._backend_name, middleware)
         self._middleware = middleware
@@ -433,7 +436,7 @@ class SessionStore:
                 result = await result
             if result is None:
                 result = current
-            elif not isinstance(result, Session) or result.id != session_id:
+            if not isinstance(result, Session) or result.id != session_id:
                 raise InvalidSessionError(
                     f"modify_session: fn must change the session in place or return a Session "
                     f"with id {session_id!r}, not {result!r:.80}"

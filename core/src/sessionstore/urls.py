@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
@@ -32,17 +32,35 @@ def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``; safe for reprs, logs and errors.
 
     ``redis://user:secret@host/0`` -> ``redis://user:***@host/0``; a ``password=`` query parameter
-    is masked too. A string that does not parse is returned with everything after the scheme's
-    ``//`` up to the last ``@`` masked.
+    is masked too. Nothing else changes: a URL without a password comes back as it was. A string
+    that does not parse cleanly (say, a password with an unencoded ``/``, ``?`` or ``#``) is
+    returned with everything after the scheme's ``//`` up to the last ``@`` masked.
     """
     try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user, has_password, _ = userinfo.partition(":")
-            netloc = f"{user}:***@{hostport}" if has_password else f"{user}@{hostport}"
-        query = re.sub(r"(?i)(^|&)(password|pass|pwd)=[^&]*", r"\1\2=***", parts.query)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        netloc: str | None = urlsplit(url).netloc
     except ValueError:
-        return re.sub(r"//.*@", "//***@", url)
+        netloc = None
+    redacted = url
+    if netloc is not None and "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        if has_password:
+            redacted = url.replace(f"//{netloc}", f"//{user}:***@{hostport}", 1)
+            if redacted == url:  # urlsplit dropped characters (tabs, newlines): mask broadly
+                redacted = _mask_userinfo(url)
+    elif netloc is None or _hidden_userinfo(url):
+        redacted = _mask_userinfo(url)
+    return _QUERY_PASSWORD.sub(r"\1\2=***", redacted)
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)([?&;])(password|pass|pwd)=[^&;#]*")
+
+
+def _hidden_userinfo(url: str) -> bool:
+    """Whether ``user:password@`` may hide after ``//`` where urlsplit did not find it."""
+    after = url.partition("//")[2]
+    return "@" in after and ":" in after.rpartition("@")[0]
+
+
+def _mask_userinfo(url: str) -> str:
+    return re.sub(r"(?s)//.*@", "//***@", url)
