@@ -3,10 +3,12 @@
 Subclass :class:`StoreContract` in a test module and provide the ``sessionstore_target`` fixture
 (the plugin provides one from ``--sessionstore-backend`` / ``--sessionstore-factory``)::
 
+    @pytest.fixture(scope="session")
+    def sessionstore_target():
+        return ContractTarget.from_spec("mybackend://localhost")
+
     class TestMyBackend(StoreContract):
-        @pytest.fixture(scope="session")
-        def sessionstore_target(self):
-            return ContractTarget.from_spec("mybackend://localhost")
+        pass
 
 A subclass may override a standard test only to mark it ``@pytest.mark.xfail(reason=...)``;
 anything else is refused when the class is defined. Capabilities a backend declares missing skip

@@ -1,0 +1,301 @@
+"""Benchmark: the memory backend through the SessionStore facade against the bare codec.
+
+For each operation (create, get, update) it times
+
+* the framework: ``open_store("memory")`` driven through the facade (``create_session``,
+  ``get_session``, ``update_session``) in a tight loop inside one asyncio event loop;
+* the baseline: the public codec (``encode_session`` / ``decode_session``) plus a plain dict, in
+  a plain synchronous loop: the least work any store could do in this process;
+
+and prints the ops/s of each and the ratio framework_time / baseline_time (the target is at most
+1.3). Both sides work on the same pre-built sessions. Each (side, operation) runs several rounds,
+alternating the two sides (and which goes first), and the best (fastest) round of each counts,
+since a shared machine is noisy. ``gc.collect()`` runs before every timed round.
+
+Run it with ``make bench`` or ``.venv/bin/python bench/bench_memory.py [--sessions N]
+[--rounds R] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter
+from typing import Any
+
+from sessionstore import (
+    ConflictError,
+    ResponseMode,
+    Session,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionRecord,
+    TransportType,
+    __version__,
+    decode_session,
+    encode_session,
+    new_session_id,
+    open_store,
+)
+
+OPERATIONS = ("create", "get", "update")
+TARGET_RATIO = 1.3
+DEFAULT_SESSIONS = 20_000
+DEFAULT_ROUNDS = 5
+
+Table = dict[str, tuple[int, bytes]]
+
+
+def build_sessions(count: int) -> list[Session]:
+    """Sessions as an MCP proxy keeps them: HTTP, SSE responses, an upstream id, small metadata."""
+    return [
+        Session(
+            transport=TransportType.HTTP,
+            response_mode=ResponseMode.SSE_STREAM,
+            upstream_session_id=new_session_id(),
+            metadata={"client": "claude-desktop", "protocol": "2025-06-18", "tools": 12},
+        )
+        for _ in range(count)
+    ]
+
+
+def _check(condition: bool, what: str) -> None:
+    if not condition:
+        raise RuntimeError(f"benchmark sanity check failed: {what}")
+
+
+# -- the framework: the SessionStore facade on the memory backend ------------------------------
+
+
+async def framework_create(sessions: Sequence[Session]) -> float:
+    """N creates into a fresh store."""
+    store = open_store("memory")
+    try:
+        create = store.create_session
+        gc.collect()
+        start = perf_counter()
+        for session in sessions:
+            await create(session)
+        elapsed = perf_counter() - start
+        _check(await store.count_sessions() == len(sessions), "framework create count")
+    finally:
+        await store.aclose()
+    return elapsed
+
+
+async def framework_get(sessions: Sequence[Session]) -> float:
+    """N gets (each decodes a new Session) from a store holding the N sessions."""
+    store = open_store("memory")
+    try:
+        for session in sessions:
+            await store.create_session(session)
+        ids = [session.id for session in sessions]
+        get = store.get_session
+        gc.collect()
+        start = perf_counter()
+        for session_id in ids:
+            await get(session_id)
+        elapsed = perf_counter() - start
+        got = await store.get_session(ids[-1])
+        _check(got == sessions[-1], "framework get round-trip")
+    finally:
+        await store.aclose()
+    return elapsed
+
+
+async def framework_update(sessions: Sequence[Session]) -> float:
+    """N compare-and-set updates; each passes the object the store returned (version bumped)."""
+    store = open_store("memory")
+    try:
+        current = [await store.create_session(session) for session in sessions]
+        update = store.update_session
+        gc.collect()
+        start = perf_counter()
+        for session in current:
+            await update(session)
+        elapsed = perf_counter() - start
+        stored = await store.get_session(current[-1].id)
+        _check(stored.version == current[-1].version == 2, "framework update versions")
+    finally:
+        await store.aclose()
+    return elapsed
+
+
+# -- the baseline: the bare codec and a dict, synchronous ----------------------------------------
+
+
+def baseline_create(sessions: Sequence[Session]) -> float:
+    """N ``encode_session`` + ``dict[id] = (1, payload)`` after checking the id is absent."""
+    table: Table = {}
+    encode = encode_session
+    gc.collect()
+    start = perf_counter()
+    for session in sessions:
+        session_id = session.id
+        if session_id in table:
+            raise SessionExistsError(session_id)
+        table[session_id] = (1, encode(session))
+    elapsed = perf_counter() - start
+    _check(len(table) == len(sessions), "baseline create count")
+    return elapsed
+
+
+def baseline_get(sessions: Sequence[Session]) -> float:
+    """N ``dict[id]`` + ``decode_session(SessionRecord(...))``."""
+    table: Table = {session.id: (1, encode_session(session)) for session in sessions}
+    ids = [session.id for session in sessions]
+    decode, record = decode_session, SessionRecord
+    gc.collect()
+    start = perf_counter()
+    for session_id in ids:
+        entry = table.get(session_id)
+        if entry is None:
+            raise SessionNotFoundError(session_id)
+        decode(record(session_id, entry[0], None, entry[1]))
+    elapsed = perf_counter() - start
+    version, payload = table[ids[-1]]
+    got = decode_session(SessionRecord(ids[-1], version, None, payload))
+    same = got.model_dump(exclude={"version"}) == sessions[-1].model_dump(exclude={"version"})
+    _check(same, "baseline get round-trip")
+    return elapsed
+
+
+def baseline_update(sessions: Sequence[Session]) -> float:
+    """N compare-and-set: check the known version against the dict, encode, store version + 1."""
+    table: Table = {session.id: (1, encode_session(session)) for session in sessions}
+    known = dict.fromkeys(table, 1)  # the version the caller last saw, as session.version is
+    encode = encode_session
+    gc.collect()
+    start = perf_counter()
+    for session in sessions:
+        session_id = session.id
+        version = known[session_id]
+        entry = table.get(session_id)
+        if entry is None:
+            raise SessionNotFoundError(session_id)
+        if entry[0] != version:
+            raise ConflictError(session_id)
+        table[session_id] = (version + 1, encode(session))
+        known[session_id] = version + 1
+    elapsed = perf_counter() - start
+    _check(table[sessions[-1].id][0] == 2, "baseline update versions")
+    return elapsed
+
+
+FRAMEWORK: dict[str, Callable[[Sequence[Session]], Awaitable[float]]] = {
+    "create": framework_create,
+    "get": framework_get,
+    "update": framework_update,
+}
+BASELINE: dict[str, Callable[[Sequence[Session]], float]] = {
+    "create": baseline_create,
+    "get": baseline_get,
+    "update": baseline_update,
+}
+
+
+async def run(sessions: Sequence[Session], rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Every round runs every operation on both sides, alternating which side goes first."""
+    times: dict[str, dict[str, list[float]]] = {
+        op: {"framework": [], "baseline": []} for op in OPERATIONS
+    }
+    for round_index in range(rounds):
+        for op in OPERATIONS:
+            framework_first = round_index % 2 == 0
+            for side in ("framework", "baseline") if framework_first else ("baseline", "framework"):
+                if side == "framework":
+                    elapsed = await FRAMEWORK[op](sessions)
+                else:
+                    elapsed = BASELINE[op](sessions)
+                times[op][side].append(elapsed)
+    return times
+
+
+def summarize(
+    times: dict[str, dict[str, list[float]]], count: int, rounds: int, wall: float
+) -> dict[str, Any]:
+    results = {}
+    for op in OPERATIONS:
+        framework, baseline = min(times[op]["framework"]), min(times[op]["baseline"])
+        ratio = framework / baseline
+        results[op] = {
+            "framework_ops_per_s": count / framework,
+            "baseline_ops_per_s": count / baseline,
+            "framework_us_per_op": framework / count * 1e6,
+            "baseline_us_per_op": baseline / count * 1e6,
+            "overhead_us_per_op": (framework - baseline) / count * 1e6,
+            "ratio": ratio,
+            "within_target": ratio <= TARGET_RATIO,
+            "framework_round_s": times[op]["framework"],
+            "baseline_round_s": times[op]["baseline"],
+        }
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "sessionstore": __version__,
+        "sessions": count,
+        "rounds": rounds,
+        "target_ratio": TARGET_RATIO,
+        "wall_s": wall,
+        "results": results,
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    lines = [
+        "sessionstore memory backend: SessionStore facade vs bare codec + dict",
+        f"python {summary['python']} ({summary['implementation']}), "
+        f"sessionstore {summary['sessionstore']}, {summary['platform']}",
+        f"sessions {summary['sessions']:,}, rounds {summary['rounds']} "
+        f"(best round of each side reported), wall {summary['wall_s']:.1f} s",
+        "",
+    ]
+    header = (
+        f"{'operation':<10}{'framework ops/s':>17}{'baseline ops/s':>16}"
+        f"{'fw us/op':>10}{'base us/op':>12}{'overhead us':>13}{'ratio':>8}"
+        f"  target <= {summary['target_ratio']}"
+    )
+    lines += [header, "-" * len(header)]
+    for op, r in summary["results"].items():
+        lines.append(
+            f"{op:<10}{r['framework_ops_per_s']:>17,.0f}{r['baseline_ops_per_s']:>16,.0f}"
+            f"{r['framework_us_per_op']:>10.2f}{r['baseline_us_per_op']:>12.2f}"
+            f"{r['overhead_us_per_op']:>13.2f}{r['ratio']:>8.2f}"
+            f"  {'ok' if r['within_target'] else 'OVER'}"
+        )
+    lines += ["", "ratio = framework time / baseline time (best rounds)"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--sessions", type=int, default=DEFAULT_SESSIONS, help="sessions per round (%(default)s)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS, help="rounds per side and op (%(default)s)"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON object, not a table")
+    args = parser.parse_args(argv)
+    if args.sessions < 1 or args.rounds < 1:
+        parser.error("--sessions and --rounds must be at least 1")
+    sessions = build_sessions(args.sessions)
+    start = perf_counter()
+    times = asyncio.run(run(sessions, args.rounds))
+    summary = summarize(times, args.sessions, args.rounds, perf_counter() - start)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
