@@ -117,36 +117,52 @@ def check_json_value(value: object, *, where: str = "metadata") -> None:
     ``list`` and ``dict`` with ``str`` keys, nested at most :data:`MAX_METADATA_DEPTH` deep.
     ``where`` names the place in the message (``metadata['a'][0]``).
     """
-    _check_json(value, where, 0)
+    problem = _json_problem(value, 0)
+    if problem is not None:
+        steps, message = problem
+        raise InvalidSessionError(f"{where}{''.join(reversed(steps))} {message}")
 
 
-def _check_json(value: object, where: str, depth: int) -> None:
+_Problem = tuple[list[str], str]
+
+
+def _json_problem(value: object, depth: int) -> _Problem | None:
+    """The first non-JSON part of ``value``: (path steps, innermost first; what is wrong).
+
+    The path is built only on the way out of a failure: this runs on every write.
+    """
     kind = type(value)
     if kind is str or kind is bool or value is None:
-        return
+        return None
     if kind is int:
         if _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
-            return
-        raise InvalidSessionError(f"{where} is an integer outside [-2**63, 2**64-1]")
+            return None
+        return [], "is an integer outside [-2**63, 2**64-1]"
     if kind is float:
         if math.isfinite(value):  # type: ignore[arg-type]
-            return
-        raise InvalidSessionError(f"{where} is {value!r}; only finite numbers are JSON")
+            return None
+        return [], f"is {value!r}; only finite numbers are JSON"
     if depth >= MAX_METADATA_DEPTH:
-        raise InvalidSessionError(f"{where} nests deeper than {MAX_METADATA_DEPTH} levels")
+        return [], f"nests deeper than {MAX_METADATA_DEPTH} levels"
     if kind is dict:
         for key, item in value.items():  # type: ignore[attr-defined]
             if type(key) is not str:
-                raise InvalidSessionError(f"{where} has a key {key!r} that is not a str")
-            _check_json(item, f"{where}[{key!r}]", depth + 1)
-        return
+                return [], f"has a key {key!r} that is not a str"
+            if type(item) is not str:
+                problem = _json_problem(item, depth + 1)
+                if problem is not None:
+                    problem[0].append(f"[{key!r}]")
+                    return problem
+        return None
     if kind is list:
         for index, item in enumerate(value):  # type: ignore[arg-type]
-            _check_json(item, f"{where}[{index}]", depth + 1)
-        return
-    raise InvalidSessionError(
-        f"{where} holds a {kind.__name__}; only JSON data (dict, list, str, int, float, bool, None)"
-    )
+            if type(item) is not str:
+                problem = _json_problem(item, depth + 1)
+                if problem is not None:
+                    problem[0].append(f"[{index}]")
+                    return problem
+        return None
+    return [], f"holds a {kind.__name__}; only JSON data (dict, list, str, int, float, bool, None)"
 
 
 def _session_id_field(value: str) -> str:

@@ -6,9 +6,11 @@ decodes once on the way out, so every backend keeps exactly the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
-__all__ = ["Event", "SessionRecord"]
+__all__ = ["Event", "SessionRecord", "new_record"]
 
 
 class SessionRecord(NamedTuple):
@@ -24,6 +26,13 @@ class SessionRecord(NamedTuple):
     version: int
     deadline_ms: int | None
     payload: bytes
+
+
+new_record: Callable[[tuple[str, int, int | None, bytes]], SessionRecord] = partial(
+    tuple.__new__, SessionRecord
+)
+"""``new_record((id, version, deadline_ms, payload))``: a :class:`SessionRecord`, built without the
+generated ``__new__`` (a third of the cost, on the path of every write)."""
 
 
 class Event(NamedTuple):

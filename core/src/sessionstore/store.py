@@ -36,7 +36,7 @@ from .plugins import (
     capabilities_of,
     load_backend_factory,
 )
-from .records import Event, SessionRecord
+from .records import Event, new_record
 from .urls import backend_name_of, redact_url
 
 __all__ = ["SessionStore", "open_store"]
@@ -278,11 +278,12 @@ class SessionStore:
         Raises :class:`SessionExistsError` if a live session has its id. ``session`` itself is
         updated (its ``version``) and returned.
         """
-        _check_session(session)
-        now = self._now_ms()
-        record = SessionRecord(session.id, 1, self._deadline(now), encode_session(session))
+        payload = encode_session(session)  # first: it also checks that this is a Session
+        now = int(self._clock() * 1000)  # _now_ms and _deadline inlined: every write runs this
+        ttl = self._ttl_ms
+        record = new_record((session.id, 1, None if ttl is None else now + ttl, payload))
         try:
-            await self._hooks.session_create(record=record, now_ms=now)
+            await self._hooks.session_create(record, now)
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -298,7 +299,7 @@ class SessionStore:
         """
         validate_session_id(session_id)
         try:
-            record = await self._hooks.session_get(session_id=session_id, now_ms=self._now_ms())
+            record = await self._hooks.session_get(session_id, int(self._clock() * 1000))
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -314,12 +315,13 @@ class SessionStore:
         :class:`ConflictError` if another writer got there first (re-read and retry, or use
         :meth:`modify_session`) and :class:`SessionNotFoundError` if it no longer exists.
         """
-        _check_session(session)
-        now = self._now_ms()
+        payload = encode_session(session)  # first: it also checks that this is a Session
+        now = int(self._clock() * 1000)
+        ttl = self._ttl_ms
         version = session.version + 1
-        record = SessionRecord(session.id, version, self._deadline(now), encode_session(session))
+        record = new_record((session.id, version, None if ttl is None else now + ttl, payload))
         try:
-            await self._hooks.session_update(record=record, now_ms=now)
+            await self._hooks.session_update(record, now)
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -331,7 +333,7 @@ class SessionStore:
         """Delete the session with its last event id and events; return whether it was live."""
         validate_session_id(session_id)
         try:
-            existed = await self._hooks.session_delete(session_id=session_id, now_ms=self._now_ms())
+            existed = await self._hooks.session_delete(session_id, self._now_ms())
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -341,7 +343,7 @@ class SessionStore:
     async def count_sessions(self) -> int:
         """Return how many live sessions the namespace holds (expired ones never count)."""
         try:
-            return int(await self._hooks.session_count(now_ms=self._now_ms()))
+            return int(await self._hooks.session_count(self._now_ms()))
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -356,7 +358,7 @@ class SessionStore:
         while True:
             try:
                 records, cursor = await self._hooks.session_page(
-                    cursor=cursor, limit=self._page_size, now_ms=self._now_ms()
+                    cursor, self._page_size, self._now_ms()
                 )
             except SessionStoreError:
                 raise
@@ -380,9 +382,7 @@ class SessionStore:
         if not ids:
             return []
         try:
-            found = await self._hooks.session_get_many(
-                session_ids=list(dict.fromkeys(ids)), now_ms=self._now_ms()
-            )
+            found = await self._hooks.session_get_many(list(dict.fromkeys(ids)), self._now_ms())
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -407,11 +407,9 @@ class SessionStore:
             return []
         now = self._now_ms()
         deadline = self._deadline(now)
-        records = [
-            SessionRecord(s.id, s.version + 1, deadline, encode_session(s)) for s in sessions
-        ]
+        records = [new_record((s.id, s.version + 1, deadline, encode_session(s))) for s in sessions]
         try:
-            await self._hooks.session_update_many(records=records, now_ms=now)
+            await self._hooks.session_update_many(records, now)
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -457,7 +455,7 @@ class SessionStore:
         Expired sessions are already invisible to every read; this reclaims their space.
         """
         try:
-            return int(await self._hooks.session_purge_expired(now_ms=self._now_ms()))
+            return int(await self._hooks.session_purge_expired(self._now_ms()))
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -484,10 +482,10 @@ class SessionStore:
         now = self._now_ms()
         try:
             await self._hooks.last_event_id_set(
-                session_id=session_id,
-                event_id=event_id,
-                deadline_ms=self._deadline(now),
-                now_ms=now,
+                session_id,
+                event_id,
+                self._deadline(now),
+                now,
             )
         except SessionStoreError:
             raise
@@ -501,9 +499,7 @@ class SessionStore:
         """
         validate_session_id(session_id)
         try:
-            result: str | None = await self._hooks.last_event_id_get(
-                session_id=session_id, now_ms=self._now_ms()
-            )
+            result: str | None = await self._hooks.last_event_id_get(session_id, self._now_ms())
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -530,11 +526,11 @@ class SessionStore:
             raise InvalidSessionError(f"event data of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
         try:
             event_id: str = await self._hooks.event_append(
-                session_id=session_id,
-                stream_id=stream_id,
-                data=data,
-                retention=self._event_retention,
-                now_ms=self._now_ms(),
+                session_id,
+                stream_id,
+                data,
+                self._event_retention,
+                self._now_ms(),
             )
         except SessionStoreError:
             raise
@@ -555,9 +551,7 @@ class SessionStore:
         if session_id is not None:
             validate_session_id(session_id)
         try:
-            stream_id, events = await self._hooks.event_replay(
-                event_id=event_id, session_id=session_id, now_ms=self._now_ms()
-            )
+            stream_id, events = await self._hooks.event_replay(event_id, session_id, self._now_ms())
         except SessionStoreError:
             raise
         except Exception as exc:

@@ -6,7 +6,6 @@ import asyncio
 import threading
 
 import pytest
-from sessionstore_contract import ManualClock
 
 from sessionstore import (
     Capability,
@@ -17,6 +16,7 @@ from sessionstore import (
     installed_backends,
     open_store,
 )
+from sessionstore_contract import ManualClock
 
 
 def _session(session_id: str) -> Session:

@@ -89,6 +89,7 @@ class MemoryBackend:
     ) -> None:
         self._lock = lock
         self._space = space
+        self._records = space.records  # the hot paths' dict, one attribute away
         self._max_sessions = max_sessions
         self._shared = shared
 
@@ -106,6 +107,16 @@ class MemoryBackend:
         space.last_event_ids.pop(session_id, None)
         for key in space.session_streams.pop(session_id, ()):
             del space.streams[space.stream_handles.pop(key)]
+
+    def _make_room(self, now_ms: int) -> None:
+        limit = self._max_sessions
+        if limit is not None and len(self._records) >= limit:
+            self._purge(now_ms)  # expired sessions may go; live ones never do
+            if len(self._records) >= limit:
+                raise StoreFullError(
+                    f"memory store is full: {len(self._records)} live sessions, "
+                    f"max_sessions={limit}; delete sessions or raise max_sessions"
+                )
 
     def _purge(self, now_ms: int) -> int:
         expired = [i for i, r in self._space.records.items() if _expired(r, now_ms)]
@@ -126,25 +137,20 @@ class MemoryBackend:
 
     @hookimpl
     async def session_create(self, record: SessionRecord, now_ms: int) -> None:
+        records = self._records
         with self._lock:
-            records = self._space.records
             existing = records.get(record.id)
             if existing is not None:
                 if not _expired(existing, now_ms):
                     raise SessionExistsError(record.id)
                 self._drop(record.id)
-            if self._max_sessions is not None and len(records) >= self._max_sessions:
-                self._purge(now_ms)
-                if len(records) >= self._max_sessions:
-                    raise StoreFullError(
-                        f"memory store is full: {len(records)} live sessions, max_sessions="
-                        f"{self._max_sessions}; delete sessions or raise max_sessions"
-                    )
+            if self._max_sessions is not None:
+                self._make_room(now_ms)
             records[record.id] = record
 
     @hookimpl
     async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
-        record = self._space.records.get(session_id)  # one dict read: atomic without the lock
+        record = self._records.get(session_id)  # one dict read: atomic without the lock
         if record is None or _expired(record, now_ms):
             return None
         return record
@@ -163,13 +169,16 @@ class MemoryBackend:
 
     @hookimpl
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        records = self._records
         with self._lock:
-            current = self._live(record.id, now_ms)
-            if current is None:
+            current = records.get(record.id)
+            if current is None or (
+                current.deadline_ms is not None and current.deadline_ms <= now_ms
+            ):
                 raise SessionNotFoundError(record.id)
             if current.version != record.version - 1:
                 raise ConflictError(record.id)
-            self._space.records[record.id] = record
+            records[record.id] = record
 
     @hookimpl
     async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
