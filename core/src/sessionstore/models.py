@@ -144,22 +144,15 @@ def _json_problem(value: object, depth: int) -> _Problem | None:
         return [], f"is {value!r}; only finite numbers are JSON"
     if depth >= MAX_METADATA_DEPTH:
         return [], f"nests deeper than {MAX_METADATA_DEPTH} levels"
-    if kind is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if type(key) is not str:
+    if kind is dict or kind is list:
+        pairs = value.items() if kind is dict else enumerate(value)  # type: ignore[attr-defined,arg-type]
+        for key, item in pairs:
+            if kind is dict and type(key) is not str:
                 return [], f"has a key {key!r} that is not a str"
             if type(item) is not str:
                 problem = _json_problem(item, depth + 1)
                 if problem is not None:
                     problem[0].append(f"[{key!r}]")
-                    return problem
-        return None
-    if kind is list:
-        for index, item in enumerate(value):  # type: ignore[arg-type]
-            if type(item) is not str:
-                problem = _json_problem(item, depth + 1)
-                if problem is not None:
-                    problem[0].append(f"[{index}]")
                     return problem
         return None
     return [], f"holds a {kind.__name__}; only JSON data (dict, list, str, int, float, bool, None)"
