@@ -4,8 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := core plugins/memory contract_tests
-SOURCES := core/src plugins/memory/src contract_tests/src
+PACKAGES := core plugins/memory plugins/sqlite contract_tests
+SOURCES := core/src plugins/memory/src plugins/sqlite/src contract_tests/src
 
 .PHONY: demo test lint typecheck unit contract bench clean
 
@@ -33,6 +33,8 @@ unit: $(STAMP)
 contract: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend memory
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend memory://contract
+	@mkdir -p build && rm -f build/contract.db build/contract.db-wal build/contract.db-shm
+	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend sqlite:///build/contract.db
 
 test: lint typecheck unit contract
 

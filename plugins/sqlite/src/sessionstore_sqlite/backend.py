@@ -1,0 +1,458 @@
+"""The SQLite backend: one database file, shared safely by the processes of one host.
+
+Each hook runs its SQL directly on the event loop's thread with the standard ``sqlite3`` module. A
+point query costs a few microseconds, far less than handing it to a thread (about 100 us here), so
+this is what makes the backend fast; it also means each hook's statements run without an ``await``
+in between, so a transaction is never interleaved with another task's.
+
+Concurrency between processes is SQLite's: WAL mode (readers never wait for the writer), and a
+write lock per transaction. The connection's own busy handler is off, because it would sleep
+inside the C call and freeze the event loop; a hook that finds the database locked instead rolls
+back, sleeps with ``asyncio.sleep`` and retries, for at most ``busy_timeout`` seconds, after which
+it raises :class:`~sessionstore.StoreUnavailableError` saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from sessionstore import (
+    ConfigurationError,
+    ConflictError,
+    Event,
+    EventNotFoundError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionRecord,
+    StoreUnavailableError,
+    hookimpl,
+)
+from sessionstore.records import new_record
+
+from .schema import migrate
+
+__all__ = ["DEFAULT_PATH", "SQLiteBackend", "create_backend", "database_path"]
+
+DEFAULT_PATH = "sessionstore.db"
+"""The file ``open_store("sqlite")`` uses, relative to the working directory."""
+
+_SYNCHRONOUS = ("off", "normal", "full", "extra")
+_LIVE = "(deadline IS NULL OR deadline > ?)"
+
+T = TypeVar("T")
+
+
+def database_path(spec: str) -> Path:
+    """The file a spec names: ``sqlite`` -> ``sessionstore.db``; ``sqlite:///rel.db`` -> ``rel.db``;
+    ``sqlite:////abs/s.db`` -> ``/abs/s.db``. Raises ConfigurationError for anything else."""
+    if spec.strip().lower() == "sqlite":
+        return Path(DEFAULT_PATH)
+    parts = urlsplit(spec)
+    path = unquote(parts.path)
+    if parts.scheme.lower() != "sqlite" or parts.netloc or not path.startswith("/") or path == "/":
+        raise ConfigurationError(
+            f"SQLite store spec {spec!r} must be 'sqlite', 'sqlite:///relative/path.db' or "
+            "'sqlite:////absolute/path.db'"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"SQLite store spec {spec!r}: pass options as open_store keywords, not in the URL"
+        )
+    return Path(path[1:])  # sqlite:///x -> "x"; sqlite:////x -> "/x"
+
+
+def create_backend(
+    spec: str,
+    *,
+    namespace: str,
+    busy_timeout: float = 5.0,
+    synchronous: str = "normal",
+) -> SQLiteBackend:
+    """The entry point. Opens (creating it owner-only if needed) and migrates the database.
+
+    ``busy_timeout``: seconds a hook keeps retrying while other processes hold the write lock.
+    ``synchronous``: SQLite's durability level; ``normal`` (the default, with WAL) survives a
+    crashed process but may lose the last commits on power loss; ``full`` syncs every commit.
+    """
+    if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+        raise ConfigurationError(f"busy_timeout must be a number of seconds, not {busy_timeout!r}")
+    if not 0 <= busy_timeout < float("inf"):
+        raise ConfigurationError(f"busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+    if synchronous not in _SYNCHRONOUS:
+        raise ConfigurationError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+    path = database_path(spec)
+    return SQLiteBackend(
+        _connect(path, synchronous), path, namespace=namespace, busy_timeout=busy_timeout
+    )
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    where = str(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise StoreUnavailableError(
+            f"cannot open SQLite database {where}: folder {folder} does not exist"
+        )
+    try:
+        # Created here, owner-only, before SQLite sees it; SQLite gives its -wal and -shm files
+        # the same permissions as the database.
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreUnavailableError(
+            f"cannot create SQLite database {where}: {exc.strerror}"
+        ) from None
+    conn = None
+    try:
+        conn = sqlite3.connect(where, timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        _with_busy_retry(lambda: migrate(conn, where), where)
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise _unavailable(exc, where) from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    return conn
+
+
+def _with_busy_retry(operation: Callable[[], T], where: str, seconds: float = 30.0) -> T:
+    """For opening only (no event loop yet): retry a locked database for a while."""
+    started = time.monotonic()
+    while True:
+        try:
+            return operation()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() - started > seconds:
+                raise
+            time.sleep(0.01)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    ) or ("locked" in str(exc))
+
+
+def _unavailable(exc: sqlite3.Error, where: str) -> StoreUnavailableError:
+    text = str(exc)
+    if "not a database" in text:
+        return StoreUnavailableError(
+            f"{where} is not a SQLite database (or it is encrypted or damaged)"
+        )
+    if "unable to open" in text or "readonly" in text or "permission" in text.lower():
+        return StoreUnavailableError(
+            f"cannot open SQLite database {where} for writing: {text} (check its permissions)"
+        )
+    return StoreUnavailableError(f"SQLite database {where}: {type(exc).__name__}: {text}")
+
+
+def _sql_hook(
+    method: Callable[..., T],
+) -> Callable[..., Coroutine[Any, Any, T]]:
+    """Make a synchronous method into an async hook that retries while the database is locked."""
+
+    @functools.wraps(method)
+    async def hook(self: SQLiteBackend, *args: Any) -> T:
+        try:
+            return method(self, *args)
+        except sqlite3.Error as exc:
+            return await self._retry(exc, method, args)
+
+    return hookimpl(hook)
+
+
+class SQLiteBackend:
+    """The hooks of one namespace of one SQLite database."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, *, namespace: str, busy_timeout: float
+    ) -> None:
+        self._conn = conn
+        self._path = str(path)
+        self._ns = namespace
+        self._busy_timeout = busy_timeout
+
+    def __repr__(self) -> str:
+        return f"<SQLiteBackend {self._path} namespace={self._ns!r}>"
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _retry(
+        self, error: sqlite3.Error, method: Callable[..., T], args: tuple[Any, ...]
+    ) -> T:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            if self._conn.in_transaction:
+                self._conn.rollback()
+            if not _is_busy(error):
+                raise _unavailable(error, self._path) from None
+            waited = time.monotonic() - started
+            if waited >= self._busy_timeout:
+                raise StoreUnavailableError(
+                    f"SQLite database {self._path} stayed locked by another connection for "
+                    f"{waited:.1f} s (busy_timeout={self._busy_timeout}); giving up"
+                ) from None
+            # Full jitter, growing to 20 ms: other processes' transactions last microseconds.
+            await asyncio.sleep(random.uniform(0, min(0.02, 0.0002 * 2**attempt)))
+            attempt += 1
+            try:
+                return method(self, *args)
+            except sqlite3.Error as exc:
+                error = exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking the write lock at once (no upgrade deadlocks)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: a consistent snapshot across several SELECTs."""
+        conn = self._conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+    def _is_live(self, conn: sqlite3.Connection, session_id: str, now_ms: int) -> bool:
+        row = conn.execute(
+            f"SELECT 1 FROM sessions WHERE namespace = ? AND id = ? AND {_LIVE}",
+            (self._ns, session_id, now_ms),
+        ).fetchone()
+        return row is not None
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    @_sql_hook
+    def session_create(self, record: SessionRecord, now_ms: int) -> None:
+        row = (self._ns, record.id, record.version, record.deadline_ms, record.payload)
+        try:
+            self._conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, NULL)", row)
+            return
+        except sqlite3.IntegrityError:
+            pass
+        with self._write() as conn:  # the id is taken: by a live session, or an expired one
+            if self._is_live(conn, record.id, now_ms):
+                raise SessionExistsError(record.id)
+            conn.execute("DELETE FROM sessions WHERE namespace = ? AND id = ?", row[:2])
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, NULL)", row)
+
+    @_sql_hook
+    def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
+        row = self._conn.execute(
+            "SELECT version, deadline, payload FROM sessions "
+            f"WHERE namespace = ? AND id = ? AND {_LIVE}",
+            (self._ns, session_id, now_ms),
+        ).fetchone()
+        return None if row is None else new_record((session_id, *row))
+
+    @_sql_hook
+    def session_get_many(
+        self, session_ids: Sequence[str], now_ms: int
+    ) -> Mapping[str, SessionRecord]:
+        rows = self._conn.execute(
+            "SELECT id, version, deadline, payload FROM sessions WHERE namespace = ? "
+            f"AND id IN (SELECT value FROM json_each(?)) AND {_LIVE}",
+            (self._ns, json.dumps(list(session_ids)), now_ms),
+        ).fetchall()
+        return {row[0]: SessionRecord(*row) for row in rows}
+
+    @_sql_hook
+    def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        updated = self._conn.execute(
+            "UPDATE sessions SET version = ?, deadline = ?, payload = ? "
+            f"WHERE namespace = ? AND id = ? AND version = ? AND {_LIVE}",
+            (
+                record.version,
+                record.deadline_ms,
+                record.payload,
+                self._ns,
+                record.id,
+                record.version - 1,
+                now_ms,
+            ),
+        ).rowcount
+        if updated != 1:
+            # Only to name the error: the update above already refused atomically.
+            if self._is_live(self._conn, record.id, now_ms):
+                raise ConflictError(record.id)
+            raise SessionNotFoundError(record.id)
+
+    @_sql_hook
+    def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
+        with self._write() as conn:
+            stored = dict(
+                conn.execute(
+                    "SELECT id, version FROM sessions WHERE namespace = ? "
+                    f"AND id IN (SELECT value FROM json_each(?)) AND {_LIVE}",
+                    (self._ns, json.dumps([r.id for r in records]), now_ms),
+                ).fetchall()
+            )
+            missing = [r.id for r in records if r.id not in stored]
+            if missing:
+                raise SessionNotFoundError(*missing)
+            stale = [r.id for r in records if stored[r.id] != r.version - 1]
+            if stale:
+                raise ConflictError(*stale)
+            conn.executemany(
+                "UPDATE sessions SET version = ?, deadline = ?, payload = ? "
+                "WHERE namespace = ? AND id = ?",
+                [(r.version, r.deadline_ms, r.payload, self._ns, r.id) for r in records],
+            )
+
+    @_sql_hook
+    def session_delete(self, session_id: str, now_ms: int) -> bool:
+        row = self._conn.execute(
+            "DELETE FROM sessions WHERE namespace = ? AND id = ? RETURNING deadline",
+            (self._ns, session_id),
+        ).fetchone()
+        return row is not None and (row[0] is None or row[0] > now_ms)
+
+    @_sql_hook
+    def session_count(self, now_ms: int) -> int:
+        # Rows counted by triggers, less the expired ones found through the deadline index.
+        count: int = self._conn.execute(
+            "SELECT coalesce((SELECT n FROM session_counts WHERE namespace = ?1), 0) - "
+            "(SELECT count(*) FROM sessions WHERE namespace = ?1 AND deadline <= ?2)",
+            (self._ns, now_ms),
+        ).fetchone()[0]
+        return count
+
+    @_sql_hook
+    def session_page(
+        self, cursor: str | None, limit: int, now_ms: int
+    ) -> tuple[Sequence[SessionRecord], str | None]:
+        rows = self._conn.execute(
+            "SELECT id, version, deadline, payload FROM sessions WHERE namespace = ? AND id > ? "
+            f"AND {_LIVE} ORDER BY id LIMIT ?",
+            (self._ns, cursor or "", now_ms, limit + 1),
+        ).fetchall()
+        page = [SessionRecord(*row) for row in rows[:limit]]
+        return page, (page[-1].id if len(rows) > limit else None)
+
+    @_sql_hook
+    def session_purge_expired(self, now_ms: int) -> int:
+        with self._write() as conn:
+            purged: int = conn.execute(
+                "DELETE FROM sessions WHERE namespace = ? AND deadline <= ?", (self._ns, now_ms)
+            ).rowcount
+        return purged
+
+    # -- last event id --------------------------------------------------------------------------
+
+    @_sql_hook
+    def last_event_id_set(
+        self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
+    ) -> None:
+        updated = self._conn.execute(
+            "UPDATE sessions SET last_event_id = ?, deadline = ? "
+            f"WHERE namespace = ? AND id = ? AND {_LIVE}",
+            (event_id, deadline_ms, self._ns, session_id, now_ms),
+        ).rowcount
+        if updated != 1:
+            raise SessionNotFoundError(session_id)
+
+    @_sql_hook
+    def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
+        row = self._conn.execute(
+            f"SELECT last_event_id FROM sessions WHERE namespace = ? AND id = ? AND {_LIVE}",
+            (self._ns, session_id, now_ms),
+        ).fetchone()
+        if row is None:
+            raise SessionNotFoundError(session_id)
+        last: str | None = row[0]
+        return last
+
+    # -- events ---------------------------------------------------------------------------------
+
+    @_sql_hook
+    def event_append(
+        self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
+    ) -> str:
+        with self._write() as conn:
+            if not self._is_live(conn, session_id, now_ms):
+                raise SessionNotFoundError(session_id)
+            row = conn.execute(
+                "INSERT INTO streams (namespace, session_id, stream_id, next_seq) "
+                "VALUES (?, ?, ?, 2) ON CONFLICT (namespace, session_id, stream_id) "
+                "DO UPDATE SET next_seq = next_seq + 1 RETURNING handle, next_seq - 1",
+                (self._ns, session_id, stream_id),
+            ).fetchone()
+            handle, seq = row
+            conn.execute("INSERT INTO events VALUES (?, ?, ?)", (handle, seq, data))
+            if seq > retention:
+                conn.execute(
+                    "DELETE FROM events WHERE handle = ? AND seq <= ?", (handle, seq - retention)
+                )
+        return f"{handle}-{seq}"
+
+    @_sql_hook
+    def event_replay(
+        self, event_id: str, session_id: str | None, now_ms: int
+    ) -> tuple[str, Sequence[Event]]:
+        handle_text, _, seq_text = event_id.partition("-")
+        if not (handle_text.isdigit() and seq_text.isdigit()):
+            raise EventNotFoundError(event_id)
+        handle, seq = int(handle_text), int(seq_text)
+        with self._read() as conn:
+            stream = conn.execute(
+                "SELECT session_id, stream_id, next_seq FROM streams "
+                "WHERE handle = ? AND namespace = ?",
+                (handle, self._ns),
+            ).fetchone()
+            if (
+                stream is None
+                or (session_id is not None and stream[0] != session_id)
+                or not 1 <= seq < stream[2]
+                or not self._is_live(conn, stream[0], now_ms)
+            ):
+                raise EventNotFoundError(event_id)
+            first = conn.execute("SELECT min(seq) FROM events WHERE handle = ?", (handle,))
+            oldest = first.fetchone()[0]
+            if oldest is None or seq < oldest:
+                raise EventNotFoundError(event_id, evicted=True)
+            rows = conn.execute(
+                "SELECT seq, data FROM events WHERE handle = ? AND seq > ? ORDER BY seq",
+                (handle, seq),
+            ).fetchall()
+        stream_id: str = stream[1]
+        return stream_id, [Event(f"{handle}-{s}", stream_id, data) for s, data in rows]
+
+    # -- the store ------------------------------------------------------------------------------
+
+    @_sql_hook
+    def store_clear(self) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM sessions WHERE namespace = ?", (self._ns,))
+            conn.execute("DELETE FROM streams WHERE namespace = ?", (self._ns,))
+
+    @hookimpl
+    async def store_close(self) -> None:
+        self._conn.close()
