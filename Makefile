@@ -17,6 +17,7 @@ $(STAMP): requirements/dev.txt $(addsuffix /pyproject.toml,$(PACKAGES))
 	@touch $@
 
 demo: $(STAMP)
+	@mkdir -p build
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)

@@ -1,7 +1,8 @@
 """The main job, in a few lines of output: a shared session store as an MCP proxy uses it.
 
-Run with ``make demo``. It uses the embedded default backend (the in-process memory backend until
-the SQLite backend lands) chosen by name, exactly as an application would.
+Run with ``make demo``. It uses the embedded default backend, SQLite, chosen by URL exactly as an
+application would, in a file under the project (build/demo.db): run it twice and the second run
+finds the first run's sessions. ``python examples/demo.py memory`` runs it on another backend.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from sessionstore import (
     ConflictError,
     ResponseMode,
     Session,
+    SessionExistsError,
     SessionNotFoundError,
+    SessionStore,
     TransportType,
     installed_backends,
     open_store,
 )
 
-BACKEND = sys.argv[1] if len(sys.argv) > 1 else "memory"
+BACKEND = sys.argv[1] if len(sys.argv) > 1 else "sqlite:///build/demo.db"
 
 
 def say(step: str, text: str) -> None:
@@ -30,8 +33,15 @@ def say(step: str, text: str) -> None:
 async def main() -> None:
     backends = installed_backends()
     print(f"sessionstore demo on {BACKEND!r} (installed backends: {', '.join(sorted(backends))})")
-    async with open_store(BACKEND, namespace="demo", ttl=timedelta(minutes=30)) as store:
-        await store.clear()
+    async with open_store(BACKEND, namespace="demo", ttl=timedelta(days=7)) as store:
+        earlier = await store.count_sessions()
+        runs = await _count_run(store)
+        say(
+            "this run",
+            f"run #{runs}: {earlier} sessions from earlier runs are still here"
+            if earlier
+            else "run #1: the store is empty",
+        )
         created = await store.create_session(
             Session(transport=TransportType.HTTP, upstream_session_id="upstream-7f3a")
         )
@@ -77,7 +87,7 @@ async def main() -> None:
             f"last SSE event id {await store.get_last_event_id(created.id)!r}, "
             f"session still at version {(await store.get_session(created.id)).version}",
         )
-        say("count", f"{await store.count_sessions()} live sessions")
+        say("count", f"{await store.count_sessions()} live sessions, kept in {BACKEND}")
 
     now = [1_800_000_000.0]
     async with open_store(BACKEND, namespace="demo-expiry", ttl=60, clock=lambda: now[0]) as short:
@@ -92,6 +102,19 @@ async def main() -> None:
                 f"session idle for 61 s with ttl=60 s is gone "
                 f"(count {await short.count_sessions()}, purged {await short.purge_expired()})",
             )
+
+
+async def _count_run(store: SessionStore) -> int:
+    """Count the demo's runs in a session of its own: a read-modify-write that retries."""
+
+    def bump(session: Session) -> None:
+        session.metadata = {"runs": session.metadata.get("runs", 0) + 1}
+
+    try:
+        await store.create_session(Session(id="demo-runs", transport=TransportType.STDIO))
+    except SessionExistsError:
+        pass
+    return int((await store.modify_session("demo-runs", bump)).metadata["runs"])
 
 
 if __name__ == "__main__":
