@@ -8,6 +8,7 @@ finds the first run's sessions. ``python examples/demo.py memory`` runs it on an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from datetime import timedelta
 
@@ -110,10 +111,8 @@ async def _count_run(store: SessionStore) -> int:
     def bump(session: Session) -> None:
         session.metadata = {"runs": session.metadata.get("runs", 0) + 1}
 
-    try:
+    with contextlib.suppress(SessionExistsError):
         await store.create_session(Session(id="demo-runs", transport=TransportType.STDIO))
-    except SessionExistsError:
-        pass
     return int((await store.modify_session("demo-runs", bump)).metadata["runs"])
 
 

@@ -272,6 +272,8 @@ def run_state_machine(target: ContractTarget) -> None:
             issued = self.model.streams.setdefault(key, [])
             issued.append(event_id)
             self.model.events[event_id] = (session_id, stored.generation, stream_id, data)
+            if len(issued) > 1:  # the stream's previous event is followed by this one only
+                self.check_replay(issued[-2], "own")
             if len(issued) > RETENTION:  # the event just pushed out must be reported as evicted
                 self.check_replay(issued[-RETENTION - 1], "own")
 

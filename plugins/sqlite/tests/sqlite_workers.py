@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 from sessionstore import Session, SessionExistsError, TransportType, open_store
@@ -24,12 +25,10 @@ async def increment(spec: str, times: int) -> None:
 async def write_forever(spec: str, start: int) -> None:
     """Create, update and append, printing ``ack KIND N`` only after each write returned."""
     async with open_store(spec, busy_timeout=60) as store:
-        try:
+        with contextlib.suppress(SessionExistsError):
             await store.create_session(
                 Session(id="counter", transport=TransportType.HTTP, metadata={"count": 0})
             )
-        except SessionExistsError:
-            pass
         counter = await store.get_session("counter")
         n = start
         while True:

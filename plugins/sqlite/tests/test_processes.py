@@ -36,7 +36,7 @@ def test_four_processes_incrementing_one_session_end_at_exactly_1000(tmp_path: P
     asyncio.run(setup())
     workers = [_start("increment", spec, "250") for _ in range(4)]
     for worker in workers:
-        out, err = worker.communicate(timeout=300)
+        _out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
         assert "locked" not in err
 

@@ -27,10 +27,6 @@ def _session(session_id: str, **fields: object) -> Session:
     return Session(id=session_id, transport=TransportType.HTTP, **fields)  # type: ignore[arg-type]
 
 
-def _spec(path: Path) -> str:
-    return f"sqlite:///{path}" if not path.is_absolute() else f"sqlite:///{path}"
-
-
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
