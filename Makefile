@@ -39,8 +39,10 @@ contract: $(STAMP)
 
 test: lint typecheck unit contract
 
+# Speed comparisons, not tests: each prints both sides and their ratio, measured in one run.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_memory.py
+	$(BIN)/python bench/bench_sqlite.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

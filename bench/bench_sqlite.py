@@ -232,9 +232,10 @@ async def aiosqlite_1hop_get(ctx: Small) -> float:
     start = perf_counter()
     for session_id in ids:
         rows = await db.execute_fetchall(GET_SQL, (ns, session_id, int(clock() * 1000)))
-        if not rows:
+        row = next(iter(rows), None)
+        if row is None:
             raise SessionNotFoundError(session_id)
-        decode(record(session_id, *rows[0]))
+        decode(record(session_id, *row))
     return perf_counter() - start
 
 
