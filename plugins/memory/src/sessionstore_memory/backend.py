@@ -138,6 +138,8 @@ class MemoryBackend:
     @hookimpl
     async def session_create(self, record: SessionRecord, now_ms: int) -> None:
         records = self._records
+        if self._max_sessions is None and records.setdefault(record.id, record) is record:
+            return  # inserted: setdefault is one atomic step, no lock needed
         with self._lock:
             existing = records.get(record.id)
             if existing is not None:
