@@ -44,6 +44,13 @@ async def write_forever(spec: str, start: int) -> None:
             n += 1
 
 
+async def open_and_create(spec: str, number: int) -> None:
+    """Open a (possibly brand-new) database and create session ``opener-NUMBER``."""
+    async with open_store(spec, busy_timeout=60) as store:
+        await store.create_session(Session(id=f"opener-{number}", transport=TransportType.HTTP))
+
+
 if __name__ == "__main__":
     command, spec, number = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    asyncio.run({"increment": increment, "write": write_forever}[command](spec, number))
+    commands = {"increment": increment, "write": write_forever, "open": open_and_create}
+    asyncio.run(commands[command](spec, number))

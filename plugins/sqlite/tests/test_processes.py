@@ -49,6 +49,24 @@ def test_four_processes_incrementing_one_session_end_at_exactly_1000(tmp_path: P
     assert final.version == 1001
 
 
+def test_processes_opening_a_new_file_together_create_it_once(tmp_path: Path) -> None:
+    spec = f"sqlite:///{tmp_path / 'fresh.db'}"
+    openers = [_start("open", spec, str(n)) for n in range(6)]
+    for opener in openers:
+        _, err = opener.communicate(timeout=120)
+        assert opener.returncode == 0, err
+
+    async def check() -> int:
+        async with open_store(spec) as store:
+            return await store.count_sessions()
+
+    assert asyncio.run(check()) == 6
+    conn = sqlite3.connect(tmp_path / "fresh.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
 def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "crash.db"
     spec = f"sqlite:///{path}"

@@ -118,7 +118,8 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn = None
     try:
         conn = sqlite3.connect(where, timeout=0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        # Switching a new file to WAL takes an exclusive lock: processes opening it together wait.
+        _with_busy_retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(), where)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         _with_busy_retry(lambda: migrate(conn, where), where)
     except sqlite3.Error as exc:
