@@ -15,6 +15,7 @@ from sessionstore import (
     ConflictError,
     Event,
     EventNotFoundError,
+    SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
     hookimpl,
@@ -246,6 +247,147 @@ class ForgetsEvictions(Delegating):
             raise EventNotFoundError(event_id, evicted=False) from exc
 
 
+async def _all_records(inner: MemoryBackend, now_ms: int) -> list[SessionRecord]:
+    everything: list[SessionRecord] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await inner.session_page(cursor, 1000, now_ms)
+        everything.extend(page)
+        if cursor is None:
+            return everything
+
+
+class OffsetPaging(Delegating):
+    """Pages by position: a session deleted behind the cursor makes the next page skip one."""
+
+    @hookimpl
+    async def session_page(
+        self, cursor: str | None, limit: int, now_ms: int
+    ) -> tuple[Sequence[SessionRecord], str | None]:
+        everything = await _all_records(self.inner, now_ms)
+        offset = int(cursor or 0)
+        more = len(everything) > offset + limit
+        return everything[offset : offset + limit], (str(offset + limit) if more else None)
+
+
+class JoinedKeys(Delegating):
+    """Every namespace in one shared space, keyed ``"{namespace}.{id}"``: namespace ``x`` with id
+    ``b.secret`` is namespace ``x.b`` with id ``secret``."""
+
+    def __init__(self, inner: MemoryBackend, namespace: str) -> None:
+        super().__init__(inner)
+        self.prefix = namespace + "."
+
+    def _out(self, record: SessionRecord) -> SessionRecord:
+        return record._replace(id=record.id[len(self.prefix) :])
+
+    @hookimpl
+    async def session_create(self, record: SessionRecord, now_ms: int) -> None:
+        try:
+            await self.inner.session_create(record._replace(id=self.prefix + record.id), now_ms)
+        except SessionExistsError:
+            raise SessionExistsError(record.id) from None
+
+    @hookimpl
+    async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
+        record = await self.inner.session_get(self.prefix + session_id, now_ms)
+        return None if record is None else self._out(record)
+
+    @hookimpl
+    async def session_get_many(
+        self, session_ids: Sequence[str], now_ms: int
+    ) -> Mapping[str, SessionRecord]:
+        found = await self.inner.session_get_many([self.prefix + i for i in session_ids], now_ms)
+        return {key[len(self.prefix) :]: self._out(r) for key, r in found.items()}
+
+    @hookimpl
+    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        try:
+            await self.inner.session_update(record._replace(id=self.prefix + record.id), now_ms)
+        except ConflictError:
+            raise ConflictError(record.id) from None
+        except SessionNotFoundError:
+            raise SessionNotFoundError(record.id) from None
+
+    @hookimpl
+    async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
+        try:
+            await self.inner.session_update_many(
+                [r._replace(id=self.prefix + r.id) for r in records], now_ms
+            )
+        except ConflictError as exc:
+            raise ConflictError(*[i[len(self.prefix) :] for i in exc.session_ids]) from None
+        except SessionNotFoundError as exc:
+            raise SessionNotFoundError(*[i[len(self.prefix) :] for i in exc.session_ids]) from None
+
+    @hookimpl
+    async def session_delete(self, session_id: str, now_ms: int) -> bool:
+        return await self.inner.session_delete(self.prefix + session_id, now_ms)
+
+    async def _mine(self, now_ms: int) -> list[SessionRecord]:
+        everything = await _all_records(self.inner, now_ms)
+        return [self._out(r) for r in everything if r.id.startswith(self.prefix)]
+
+    @hookimpl
+    async def session_count(self, now_ms: int) -> int:
+        return len(await self._mine(now_ms))
+
+    @hookimpl
+    async def session_page(
+        self, cursor: str | None, limit: int, now_ms: int
+    ) -> tuple[Sequence[SessionRecord], str | None]:
+        after = [r for r in await self._mine(now_ms) if cursor is None or r.id > cursor]
+        page = after[:limit]
+        return page, (page[-1].id if len(after) > limit else None)
+
+    @hookimpl
+    async def session_purge_expired(self, now_ms: int) -> int:
+        live = {r.id for r in await _all_records(self.inner, now_ms)}
+        expired = [
+            r.id
+            for r in await _all_records(self.inner, 0)
+            if r.id.startswith(self.prefix) and r.id not in live
+        ]
+        for session_id in expired:
+            await self.inner.session_delete(session_id, now_ms)
+        return len(expired)
+
+    @hookimpl
+    async def last_event_id_set(
+        self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
+    ) -> None:
+        await self.inner.last_event_id_set(self.prefix + session_id, event_id, deadline_ms, now_ms)
+
+    @hookimpl
+    async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
+        return await self.inner.last_event_id_get(self.prefix + session_id, now_ms)
+
+    @hookimpl
+    async def event_replay(
+        self, event_id: str, session_id: str | None, now_ms: int
+    ) -> tuple[str, Sequence[Event]]:
+        scoped = None if session_id is None else self.prefix + session_id
+        return await self.inner.event_replay(event_id, scoped, now_ms)
+
+    @hookimpl
+    async def event_append(
+        self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
+    ) -> str:
+        return await self.inner.event_append(
+            self.prefix + session_id, stream_id, data, retention, now_ms
+        )
+
+    @hookimpl
+    async def store_clear(self) -> None:
+        for record in await _all_records(self.inner, 0):
+            if record.id.startswith(self.prefix):
+                await self.inner.session_delete(record.id, 0)
+
+
+def _joined_keys(spec: str, *, namespace: str) -> JoinedKeys:
+    return JoinedKeys(create_backend("memory://teeth-JoinedKeys", namespace="all"), namespace)
+
+
 def _factory(cls: type[Delegating], *, leak: bool = False) -> Callable[..., Delegating]:
     def factory(spec: str, *, namespace: str) -> Delegating:
         name = f"memory://teeth-{cls.__name__}"
@@ -265,6 +407,8 @@ clobbers_last_event_id = _factory(ClobbersLastEventId)
 replay_crosses_streams = _factory(ReplayCrossesStreams)
 replay_ignores_session = _factory(ReplayIgnoresSession)
 forgets_evictions = _factory(ForgetsEvictions)
+offset_paging = _factory(OffsetPaging)
+joined_namespace_keys = _joined_keys
 
 # broken backend -> contract tests that must fail on it
 EXPECTED_FAILURES: dict[str, set[str]] = {
@@ -296,4 +440,6 @@ EXPECTED_FAILURES: dict[str, set[str]] = {
         "test_state_machine",
     },
     "forgets_evictions": {"test_evicted_cursor_is_reported", "test_state_machine"},
+    "offset_paging": {"test_iter_sessions_while_the_store_changes"},
+    "joined_namespace_keys": {"test_namespaces_that_prefix_each_other_stay_apart"},
 }

@@ -11,6 +11,7 @@ from core_testkit import DictBackend, factory_of
 
 from sessionstore import (
     MAX_RECORD_BYTES,
+    BackendError,
     ConflictError,
     EventNotFoundError,
     InvalidSessionError,
@@ -23,6 +24,7 @@ from sessionstore import (
     SessionStore,
     StoreClosedError,
     TransportType,
+    hookimpl,
     open_store,
 )
 from sessionstore.store import MAX_EVENT_ID_LENGTH, MAX_STREAM_ID_LENGTH
@@ -621,3 +623,40 @@ def test_repr() -> None:
     store = open_store("memory", namespace="tenant.a")
     assert repr(store) == "<SessionStore memory namespace='tenant.a'>"
     assert store.backend_name == "memory"
+
+
+@pytest.mark.parametrize("version", ["1", 2**63, -1, 1.0])
+async def test_versions_that_bypassed_validation_are_refused(
+    store: SessionStore, version: Any
+) -> None:
+    stored = await store.create_session(Session(id="v", transport="http"))
+    forged = stored.model_copy(update={"version": version})
+    with pytest.raises(InvalidSessionError, match="version"):
+        await store.update_session(forged)
+    with pytest.raises(InvalidSessionError, match="version"):
+        await store.update_sessions_batch([forged])
+    assert (await store.get_session("v")).version == 1
+
+
+@pytest.mark.parametrize("field", ["id", "upstream_session_id"])
+async def test_ids_that_bypassed_validation_never_reach_the_backend(
+    store: SessionStore, field: str
+) -> None:
+    forged = Session(transport="http").model_copy(update={field: "has space\n"})
+    with pytest.raises(InvalidSessionError, match="visible ASCII"):
+        await store.create_session(forged)
+    assert await store.count_sessions() == 0
+    assert await store.list_sessions() == []
+
+
+async def test_backend_errors_never_repeat_a_password() -> None:
+    class Leaky(DictBackend):
+        @hookimpl
+        async def session_count(self, now_ms: int) -> int:
+            raise OSError("cannot reach redis://admin:hunter2@db.internal:6379/0 (refused)")
+
+    async with open_store(factory_of(Leaky())) as store:
+        with pytest.raises(BackendError) as raised:
+            await store.count_sessions()
+    assert "hunter2" not in str(raised.value)
+    assert "redis://admin:***@db.internal:6379/0" in str(raised.value)

@@ -335,6 +335,7 @@ class StoreContract:
             await store.store_last_event_id("doomed", "e1")
             event_id = await store.append_event("doomed", "stream", b"data")
             await asyncio.sleep(0.6)
+            assert await store.count_sessions() == 0, "counted before any purge"
             await _assert_gone(store, "doomed", doomed, event_id)
             assert await store.purge_expired() in (0, 1)
             assert await store.delete_session("doomed") is False
@@ -445,6 +446,40 @@ class StoreContract:
 
         sessionstore_target.run(scenario)
 
+    def test_namespaces_that_prefix_each_other_stay_apart(
+        self, sessionstore_target: ContractTarget
+    ) -> None:
+        """Namespaces "x", "x.b", "x-b", "x_b" with ids "b.secret", "secret", "b:secret"...: a
+        backend that joins namespace and id into one key without a separator it escapes leaks."""
+
+        async def scenario(store: SessionStore) -> None:
+            base = store.namespace
+            handles = [sessionstore_target.open(namespace=base + s) for s in (".b", "-b", "_b")]
+            try:
+                for handle in handles:
+                    await handle.create_session(
+                        _session("secret", metadata={"ns": handle.namespace})
+                    )
+                    await handle.append_event("secret", "1", b"theirs")
+                for session_id in ("b.secret", "b-secret", "b_secret", "b:secret", ".b.secret"):
+                    with pytest.raises(SessionNotFoundError):
+                        await store.get_session(session_id)
+                    assert await store.delete_session(session_id) is False
+                    with pytest.raises(SessionNotFoundError):
+                        await store.append_event(session_id, "1", b"mine")
+                assert await store.count_sessions() == 0
+                assert await store.list_sessions() == []
+                for handle in handles:
+                    assert await handle.count_sessions() == 1
+                    stored = await handle.get_session("secret")
+                    assert stored.metadata == {"ns": handle.namespace}
+            finally:
+                for handle in handles:
+                    await handle.clear()
+                    await handle.aclose()
+
+        sessionstore_target.run(scenario)
+
     def test_invalid_ids_refused_before_the_backend(
         self, sessionstore_target: ContractTarget
     ) -> None:
@@ -545,7 +580,18 @@ class StoreContract:
             empty = await store.append_event("s", "st", b"")
             _, events = await store.replay_events_after(priming)
             assert [(e.id, e.data) for e in events] == [(real, b"payload"), (empty, b"")]
-            for unknown in ("nonsense", "0", "999999-999999", "1-0", priming + "0"):
+            handle = priming.partition("-")[0]
+            for unknown in (
+                "nonsense",
+                "0",
+                "999999-999999",
+                "1-0",
+                priming + "0",
+                "99999999999999999999-1",  # beyond a 64-bit integer
+                f"0{handle}-1",  # other spellings of an existing id are not that id
+                f"{handle}-\u00b2",
+                "\u0661-\u0661",
+            ):
                 if unknown in (priming, real, empty):
                     continue
                 with pytest.raises(EventNotFoundError) as raised:
@@ -582,6 +628,30 @@ class StoreContract:
             assert len(await store.list_sessions()) == 52
 
         sessionstore_target.run(scenario, page_size=7)
+
+    def test_iter_sessions_while_the_store_changes(
+        self, sessionstore_target: ContractTarget
+    ) -> None:
+        """Every session that stays live throughout is yielded exactly once, whatever is created
+        or deleted before and after the cursor meanwhile."""
+
+        async def scenario(store: SessionStore) -> None:
+            for n in range(0, 40, 2):
+                await store.create_session(_session(f"s{n:02}"))
+            doomed = {"s00", "s02", "s10", "s20", "s30"}  # two behind the cursor, three ahead
+            seen: list[str] = []
+            async for session in store.iter_sessions():
+                seen.append(session.id)
+                if len(seen) == 4:
+                    for session_id in sorted(doomed):
+                        await store.delete_session(session_id)
+                    for n in (11, 21, 39):  # new sessions ahead of the cursor
+                        await store.create_session(_session(f"s{n:02}"))
+            steady = {f"s{n:02}" for n in range(0, 40, 2)} - doomed
+            assert sorted(i for i in seen if i in steady) == sorted(steady)
+            assert len(seen) == len(set(seen)), "a session was yielded twice"
+
+        sessionstore_target.run(scenario, page_size=3)
 
     def test_batch_get_keeps_request_order(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:

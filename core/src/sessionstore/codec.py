@@ -27,7 +27,7 @@ import msgpack
 from pydantic import ValidationError
 
 from .errors import CorruptRecordError, InvalidSessionError
-from .models import Session, check_json_value
+from .models import Session, check_json_value, validate_session_id
 from .records import SessionRecord
 
 __all__ = ["ENVELOPE_VERSION", "MAX_RECORD_BYTES", "decode_session", "encode_session"]
@@ -64,6 +64,10 @@ def encode_session(session: Session) -> bytes:
     """
     if type(session) is not Session and not isinstance(session, Session):
         raise InvalidSessionError(f"expected a Session, not {type(session).__name__}")
+    # Assignment validates ids, but model_copy(update=...) and model_construct() do not.
+    validate_session_id(session.id)
+    if session.upstream_session_id is not None:
+        validate_session_id(session.upstream_session_id, what="upstream session id")
     metadata = session.metadata
     if metadata:
         check_json_value(metadata)

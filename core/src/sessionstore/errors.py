@@ -171,6 +171,10 @@ class BackendError(SessionStoreError):
     def __init__(self, backend: str, hook: str, error: BaseException) -> None:
         self.backend = backend
         self.hook = hook
+        # A driver's message may quote its URL: never repeat a password from it.
+        from .urls import redact_text
+
         super().__init__(
-            f"backend {backend!r} failed in hook {hook!r}: {type(error).__name__}: {error}"
+            f"backend {backend!r} failed in hook {hook!r}: {type(error).__name__}: "
+            f"{redact_text(str(error))}"
         )

@@ -6,11 +6,12 @@ decodes once on the way out, so every backend keeps exactly the same bytes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
-__all__ = ["Event", "SessionRecord", "new_record"]
+__all__ = ["Event", "SessionRecord", "new_record", "parse_event_id"]
 
 
 class SessionRecord(NamedTuple):
@@ -33,6 +34,19 @@ new_record: Callable[[tuple[str, int, int | None, bytes]], SessionRecord] = part
 )
 """``new_record((id, version, deadline_ms, payload))``: a :class:`SessionRecord`, built without the
 generated ``__new__`` (a third of the cost, on the path of every write)."""
+
+
+_EVENT_ID = re.compile(r"([1-9][0-9]{0,17})-([1-9][0-9]{0,17})\Z")
+
+
+def parse_event_id(event_id: str) -> tuple[int, int] | None:
+    """Split an id of the usual ``"{stream handle}-{sequence}"`` form into its two numbers.
+
+    Returns ``None`` for anything else: other spellings of the same numbers (``"01-1"``, non-ASCII
+    digits) and numbers too large for a 64-bit integer, so each event has exactly one id.
+    """
+    match = _EVENT_ID.match(event_id)
+    return None if match is None else (int(match[1]), int(match[2]))
 
 
 class Event(NamedTuple):

@@ -318,7 +318,7 @@ class SessionStore:
         payload = encode_session(session)  # first: it also checks that this is a Session
         now = int(self._clock() * 1000)
         ttl = self._ttl_ms
-        version = session.version + 1
+        version = _next_version(session)
         record = new_record((session.id, version, None if ttl is None else now + ttl, payload))
         try:
             await self._hooks.session_update(record, now)
@@ -407,7 +407,9 @@ class SessionStore:
             return []
         now = self._now_ms()
         deadline = self._deadline(now)
-        records = [new_record((s.id, s.version + 1, deadline, encode_session(s))) for s in sessions]
+        records = [
+            new_record((s.id, _next_version(s), deadline, encode_session(s))) for s in sessions
+        ]
         try:
             await self._hooks.session_update_many(records, now)
         except SessionStoreError:
@@ -565,6 +567,19 @@ class _ClosedHooks:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         raise StoreClosedError(f"store {self._spec} is closed")
+
+
+_MAX_VERSION = 2**63 - 2  # one more must still fit every backend's 64-bit integer
+
+
+def _next_version(session: Session) -> int:
+    version = session.version
+    if type(version) is not int or not 0 <= version <= _MAX_VERSION:
+        raise InvalidSessionError(
+            f"session {session.id!r} has version {version!r}; versions are store-managed ints "
+            "(model_copy(update=...) does not validate)"
+        )
+    return version + 1
 
 
 def _check_session(session: object) -> None:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["backend_name_of", "redact_url"]
+__all__ = ["backend_name_of", "redact_text", "redact_url"]
 
 _NAME = re.compile(r"[a-z][a-z0-9_.+-]*\Z")
 
@@ -51,6 +51,14 @@ def redact_url(url: str) -> str:
     elif netloc is None or _hidden_userinfo(url):
         redacted = _mask_userinfo(url)
     return _QUERY_PASSWORD.sub(r"\1\2=***", redacted)
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_text(text: str) -> str:
+    """Return ``text`` with every URL in it passed through :func:`redact_url`."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
 
 
 _QUERY_PASSWORD = re.compile(r"(?i)([?&;])(password|pass|pwd)=[^&;#]*")

@@ -42,11 +42,26 @@ def test_url_forms(spec: str, expected: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["sqlite://", "sqlite:///", "sqlite://host/x.db", "sqlite:///x.db?mode=ro", "sqlit"]
+    "spec",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://host/x.db",
+        "sqlite:///x.db?mode=ro",
+        "sqlit",
+        "sqlite:///:memory:",
+        "sqlite://admin:hunter2@host/x.db",
+        "sqlite:///x.db?password=hunter2",
+    ],
 )
-def test_bad_urls_are_refused(spec: str) -> None:
-    with pytest.raises(ConfigurationError):
+def test_bad_urls_are_refused_without_repeating_a_password(
+    spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError) as raised:
         open_store(spec)
+    assert "hunter2" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == [], "nothing may be created for a refused spec"
 
 
 def test_relative_url_and_the_default_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,9 @@ from sessionstore import (
     SessionRecord,
     StoreFullError,
     hookimpl,
+    redact_url,
 )
+from sessionstore.records import parse_event_id
 
 __all__ = ["MemoryBackend", "create_backend"]
 
@@ -69,7 +71,9 @@ def create_backend(spec: str, *, namespace: str, max_sessions: int | None = None
     parts = urlsplit(spec)
     name = parts.netloc + parts.path
     if parts.scheme.lower() != "memory" or not name or parts.query or parts.fragment:
-        raise ConfigurationError(f"memory store spec {spec!r} must be 'memory' or 'memory://NAME'")
+        raise ConfigurationError(
+            f"memory store spec {redact_url(spec)!r} must be 'memory' or 'memory://NAME'"
+        )
     with _shared_lock:
         lock, spaces = _shared.setdefault(name, (threading.Lock(), {}))
         space = spaces.setdefault(namespace, _Space())
@@ -138,8 +142,6 @@ class MemoryBackend:
     @hookimpl
     async def session_create(self, record: SessionRecord, now_ms: int) -> None:
         records = self._records
-        if self._max_sessions is None and records.setdefault(record.id, record) is record:
-            return  # inserted: setdefault is one atomic step, no lock needed
         with self._lock:
             existing = records.get(record.id)
             if existing is not None:
@@ -283,10 +285,10 @@ class MemoryBackend:
     async def event_replay(
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
-        handle_text, _, seq_text = event_id.partition("-")
-        if not (handle_text.isdigit() and seq_text.isdigit()):
+        parsed = parse_event_id(event_id)
+        if parsed is None:
             raise EventNotFoundError(event_id)
-        handle, seq = int(handle_text), int(seq_text)
+        handle, seq = parsed
         with self._lock:
             stream = self._space.streams.get(handle)
             if (

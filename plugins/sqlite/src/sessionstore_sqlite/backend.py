@@ -37,8 +37,9 @@ from sessionstore import (
     SessionRecord,
     StoreUnavailableError,
     hookimpl,
+    redact_url,
 )
-from sessionstore.records import new_record
+from sessionstore.records import new_record, parse_event_id
 
 from .schema import migrate
 
@@ -62,12 +63,18 @@ def database_path(spec: str) -> Path:
     path = unquote(parts.path)
     if parts.scheme.lower() != "sqlite" or parts.netloc or not path.startswith("/") or path == "/":
         raise ConfigurationError(
-            f"SQLite store spec {spec!r} must be 'sqlite', 'sqlite:///relative/path.db' or "
-            "'sqlite:////absolute/path.db'"
+            f"SQLite store spec {redact_url(spec)!r} must be 'sqlite', "
+            "'sqlite:///relative/path.db' or 'sqlite:////absolute/path.db'"
         )
     if parts.query or parts.fragment:
         raise ConfigurationError(
-            f"SQLite store spec {spec!r}: pass options as open_store keywords, not in the URL"
+            f"SQLite store spec {redact_url(spec)!r}: pass options as open_store keywords, "
+            "not in the URL"
+        )
+    if path[1:] == ":memory:":
+        raise ConfigurationError(
+            "sqlite:///:memory: would give each handle its own private database; "
+            "use the 'memory' backend for an in-process store"
         )
     return Path(path[1:])  # sqlite:///x -> "x"; sqlite:////x -> "/x"
 
@@ -119,7 +126,12 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(where, timeout=0, isolation_level=None, check_same_thread=False)
         # Switching a new file to WAL takes an exclusive lock: processes opening it together wait.
-        _with_busy_retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(), where)
+        mode = _with_busy_retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(), where)
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StoreUnavailableError(
+                f"SQLite database {where} cannot use WAL mode (journal mode {mode!r}); its "
+                "filesystem may not support it (network filesystems do not)"
+            )
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         _with_busy_retry(lambda: migrate(conn, where), where)
     except sqlite3.Error as exc:
@@ -418,10 +430,10 @@ class SQLiteBackend:
     def event_replay(
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
-        handle_text, _, seq_text = event_id.partition("-")
-        if not (handle_text.isdigit() and seq_text.isdigit()):
+        parsed = parse_event_id(event_id)
+        if parsed is None:
             raise EventNotFoundError(event_id)
-        handle, seq = int(handle_text), int(seq_text)
+        handle, seq = parsed
         with self._read() as conn:
             stream = conn.execute(
                 "SELECT session_id, stream_id, next_seq FROM streams "
