@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,4 +128,4 @@ def test_a_backend_author_subclasses_the_contract(tmp_path: Path) -> None:
     )
     run = _pytest("-q", "-k", "roundtrip or stale or delete_reports", cwd=tmp_path)
     assert run.returncode == 0, run.stdout
-    assert "5 passed, 22 deselected, 1 xfailed in" in run.stdout
+    assert re.search(r"\b5 passed, \d+ deselected, 1 xfailed in", run.stdout), run.stdout

@@ -136,8 +136,9 @@ def run_state_machine(target: ContractTarget) -> None:
                 return
             stored = self.run(self.store.create_session(session.model_copy(deep=True)))
             assert stored.version == 1
+            assert stored == session.model_copy(update={"version": 1})
             self.model.sessions[session.id] = _Stored(
-                session.model_copy(update={"version": 1}, deep=True),
+                stored.model_copy(deep=True),  # as a client holds it: read from this creation
                 self.deadline(),
                 next(self.generations),
             )

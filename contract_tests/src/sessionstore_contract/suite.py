@@ -191,6 +191,29 @@ class StoreContract:
 
         sessionstore_target.run(scenario)
 
+    def test_a_writer_of_a_deleted_session_cannot_overwrite_its_successor(
+        self, sessionstore_target: ContractTarget
+    ) -> None:
+        """Versions restart at 1 when an id is created again; a writer still holding version 1 of
+        the old session must get ConflictError, not replace the new one."""
+
+        async def scenario(store: SessionStore) -> None:
+            await store.create_session(_session("reused", metadata={"owner": "first"}))
+            stale = await store.get_session("reused")
+            await store.delete_session("reused")
+            successor = await store.create_session(_session("reused", metadata={"owner": "new"}))
+            stale.metadata = {"owner": "stale writer"}
+            with pytest.raises(ConflictError):
+                await store.update_session(stale)
+            with pytest.raises(ConflictError):
+                await store.update_sessions_batch([stale])
+            assert await store.get_session("reused") == successor
+            successor.metadata = {"owner": "new, updated"}
+            await store.update_session(successor)
+            assert (await store.get_session("reused")).version == 2
+
+        sessionstore_target.run(scenario)
+
     def test_update_of_missing_session_raises_not_found(
         self, sessionstore_target: ContractTarget
     ) -> None:

@@ -149,8 +149,11 @@ def decode_session(record: SessionRecord) -> Session:
         raise CorruptRecordError(session_id, f"invalid session fields ({_short(exc)})") from None
     if session.id != session_id:
         raise CorruptRecordError(session_id, f"payload belongs to session {session.id!r}")
-    if unknown:
-        session._unknown_fields = unknown
+    private = session.__pydantic_private__
+    if private is not None:  # set directly: the attribute protocol costs microseconds here
+        private["_incarnation"] = record.incarnation
+        if unknown:
+            private["_unknown_fields"] = unknown
     return session
 
 

@@ -82,7 +82,9 @@ def session_get_many(  # type: ignore[empty-body]
 
 @hookspec(firstresult=True)
 def session_update(record: SessionRecord, now_ms: int) -> Awaitable[None]:  # type: ignore[empty-body]
-    """Compare-and-set: replace live session ``record.id`` iff it is at ``record.version - 1``.
+    """Compare-and-set: replace live session ``record.id`` iff it is at ``record.version - 1``
+    and, unless ``record.incarnation`` is 0, its incarnation is ``record.incarnation`` (the same
+    creation of that id). The stored incarnation never changes on update.
 
     Atomically with respect to every other writer (tasks, threads, processes, hosts). Replaces the
     payload, version and deadline; leaves the last event id and the event log alone. Raise
@@ -96,8 +98,10 @@ def session_update_many(records: Sequence[SessionRecord], now_ms: int) -> Awaita
     """Compare-and-set every record at once, all or nothing (distinct ids).
 
     If any id has no live session raise :class:`~sessionstore.SessionNotFoundError` naming every
-    missing id; else if any stored version is not ``record.version - 1`` raise
-    :class:`~sessionstore.ConflictError` naming every stale id. When it raises nothing was written.
+    missing id; else if any stored version is not ``record.version - 1`` or its incarnation differs
+    from a non-zero ``record.incarnation``, raise :class:`~sessionstore.ConflictError` naming every
+    stale id.
+    When it raises nothing was written.
     A backend that cannot do this atomically declares ``Capability.ATOMIC_BATCH_UPDATE`` missing.
     """
 

@@ -211,6 +211,19 @@ class Session(BaseModel):
     # Fields written by a newer release that this one does not know: kept so that a
     # read-modify-write through an older instance does not drop them (a rolling upgrade).
     _unknown_fields: dict[str, Any] | None = PrivateAttr(default=None)
+    # Which creation of this id the session was read from (see SessionRecord.incarnation).
+    _incarnation: int = PrivateAttr(default=0)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field and every kept unknown field are; store bookkeeping aside."""
+        if not isinstance(other, Session):
+            return NotImplemented
+        mine, theirs = self.__pydantic_private__ or {}, other.__pydantic_private__ or {}
+        return self.__dict__ == other.__dict__ and (mine.get("_unknown_fields") or None) == (
+            theirs.get("_unknown_fields") or None
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def touch(self) -> None:
         """Set ``last_activity`` to now (UTC). Call it before an update that marks activity."""

@@ -20,20 +20,25 @@ class SessionRecord(NamedTuple):
     ``version`` is the compare-and-set counter (1 after create). ``deadline_ms`` is the Unix time
     in milliseconds at which the session expires (``None``: never); a record whose deadline is at
     or before the ``now_ms`` of a call is expired and must be treated as absent. ``payload`` is
-    the codec's envelope: opaque bytes the backend must return unchanged.
+    the codec's envelope: opaque bytes the backend must return unchanged. ``incarnation`` is a
+    random number drawn at create: versions restart at 1 when an id is created again, so
+    compare-and-set compares the incarnation too, or a writer holding version 1 of a deleted
+    session would overwrite its successor. A write with incarnation 0 comes from a session that was
+    never read from the store: compare its version only and keep the stored incarnation.
     """
 
     id: str
     version: int
     deadline_ms: int | None
     payload: bytes
+    incarnation: int = 0
 
 
-new_record: Callable[[tuple[str, int, int | None, bytes]], SessionRecord] = partial(
+new_record: Callable[[tuple[str, int, int | None, bytes, int]], SessionRecord] = partial(
     tuple.__new__, SessionRecord
 )
-"""``new_record((id, version, deadline_ms, payload))``: a :class:`SessionRecord`, built without the
-generated ``__new__`` (a third of the cost, on the path of every write)."""
+"""``new_record((id, version, deadline_ms, payload, incarnation))``: a :class:`SessionRecord`,
+built without the generated ``__new__`` (a third of the cost, on the path of every write)."""
 
 
 _EVENT_ID = re.compile(r"([1-9][0-9]{0,17})-([1-9][0-9]{0,17})\Z")

@@ -281,7 +281,10 @@ class SessionStore:
         payload = encode_session(session)  # first: it also checks that this is a Session
         now = int(self._clock() * 1000)  # _now_ms and _deadline inlined: every write runs this
         ttl = self._ttl_ms
-        record = new_record((session.id, 1, None if ttl is None else now + ttl, payload))
+        incarnation = random.getrandbits(62) | 1
+        record = new_record(
+            (session.id, 1, None if ttl is None else now + ttl, payload, incarnation)
+        )
         try:
             await self._hooks.session_create(record, now)
         except SessionStoreError:
@@ -289,6 +292,7 @@ class SessionStore:
         except Exception as exc:
             raise self._failure("session_create", exc) from exc
         session.__dict__["version"] = 1  # a known-valid int: skip assignment validation
+        _private(session)["_incarnation"] = incarnation
         return session
 
     async def get_session(self, session_id: str) -> Session:
@@ -319,7 +323,15 @@ class SessionStore:
         now = int(self._clock() * 1000)
         ttl = self._ttl_ms
         version = _next_version(session)
-        record = new_record((session.id, version, None if ttl is None else now + ttl, payload))
+        record = new_record(
+            (
+                session.id,
+                version,
+                None if ttl is None else now + ttl,
+                payload,
+                _private(session).get("_incarnation", 0),
+            )
+        )
         try:
             await self._hooks.session_update(record, now)
         except SessionStoreError:
@@ -408,7 +420,16 @@ class SessionStore:
         now = self._now_ms()
         deadline = self._deadline(now)
         records = [
-            new_record((s.id, _next_version(s), deadline, encode_session(s))) for s in sessions
+            new_record(
+                (
+                    s.id,
+                    _next_version(s),
+                    deadline,
+                    encode_session(s),
+                    _private(s).get("_incarnation", 0),
+                )
+            )
+            for s in sessions
         ]
         try:
             await self._hooks.session_update_many(records, now)
@@ -442,6 +463,7 @@ class SessionStore:
                     f"with id {session_id!r}, not {result!r:.80}"
                 )
             result.__dict__["version"] = current.version
+            _private(result)["_incarnation"] = _private(current).get("_incarnation", 0)
             try:
                 return await self.update_session(result)
             except ConflictError:
@@ -567,6 +589,13 @@ class _ClosedHooks:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         raise StoreClosedError(f"store {self._spec} is closed")
+
+
+def _private(session: Session) -> dict[str, Any]:
+    private = session.__pydantic_private__
+    if private is None:  # a model built without __init__
+        private = session.__pydantic_private__ = {}
+    return private
 
 
 _MAX_VERSION = 2**63 - 2  # one more must still fit every backend's 64-bit integer

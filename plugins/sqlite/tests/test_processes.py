@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from sessionstore import Session, TransportType, open_store
+from sessionstore_sqlite import SCHEMA_VERSION
 
 WORKER = str(Path(__file__).with_name("sqlite_workers.py"))
 
@@ -63,7 +64,7 @@ def test_processes_opening_a_new_file_together_create_it_once(tmp_path: Path) ->
     assert asyncio.run(check()) == 6
     conn = sqlite3.connect(tmp_path / "fresh.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 

@@ -169,7 +169,7 @@ def test_older_schema_is_upgraded_with_its_data(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
 
 
 def _payload_of(session: Session) -> bytes:

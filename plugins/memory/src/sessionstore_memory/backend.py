@@ -80,6 +80,13 @@ def create_backend(spec: str, *, namespace: str, max_sessions: int | None = None
     return MemoryBackend(lock, space, max_sessions=max_sessions, shared=True)
 
 
+def _stale(stored: SessionRecord, write: SessionRecord) -> bool:
+    """Whether compare-and-set refuses ``write`` (see the session_update hookspec)."""
+    return stored.version != write.version - 1 or (
+        write.incarnation != 0 and stored.incarnation != write.incarnation
+    )
+
+
 def _expired(record: SessionRecord, now_ms: int) -> bool:
     deadline = record.deadline_ms
     return deadline is not None and deadline <= now_ms
@@ -180,9 +187,9 @@ class MemoryBackend:
                 current.deadline_ms is not None and current.deadline_ms <= now_ms
             ):
                 raise SessionNotFoundError(record.id)
-            if current.version != record.version - 1:
+            if _stale(current, record):
                 raise ConflictError(record.id)
-            records[record.id] = record
+            records[record.id] = record._replace(incarnation=current.incarnation)
 
     @hookimpl
     async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
@@ -194,12 +201,13 @@ class MemoryBackend:
             stale = [
                 r.id
                 for r, c in zip(records, current, strict=True)
-                if c is not None and c.version != r.version - 1
+                if c is not None and _stale(c, r)
             ]
             if stale:
                 raise ConflictError(*stale)
-            for record in records:
-                self._space.records[record.id] = record
+            for record, stored in zip(records, current, strict=True):
+                if stored is not None:
+                    self._space.records[record.id] = record._replace(incarnation=stored.incarnation)
 
     @hookimpl
     async def session_delete(self, session_id: str, now_ms: int) -> bool:

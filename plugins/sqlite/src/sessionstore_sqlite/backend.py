@@ -50,6 +50,10 @@ DEFAULT_PATH = "sessionstore.db"
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
 _LIVE = "(deadline IS NULL OR deadline > ?)"
+_INSERT = (
+    "INSERT INTO sessions (namespace, id, version, deadline, payload, incarnation) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 T = TypeVar("T")
 
@@ -265,9 +269,16 @@ class SQLiteBackend:
 
     @_sql_hook
     def session_create(self, record: SessionRecord, now_ms: int) -> None:
-        row = (self._ns, record.id, record.version, record.deadline_ms, record.payload)
+        row = (
+            self._ns,
+            record.id,
+            record.version,
+            record.deadline_ms,
+            record.payload,
+            record.incarnation,
+        )
         try:
-            self._conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, NULL)", row)
+            self._conn.execute(_INSERT, row)
             return
         except sqlite3.IntegrityError:
             pass
@@ -275,12 +286,12 @@ class SQLiteBackend:
             if self._is_live(conn, record.id, now_ms):
                 raise SessionExistsError(record.id)
             conn.execute("DELETE FROM sessions WHERE namespace = ? AND id = ?", row[:2])
-            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, NULL)", row)
+            conn.execute(_INSERT, row)
 
     @_sql_hook
     def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
         row = self._conn.execute(
-            "SELECT version, deadline, payload FROM sessions "
+            "SELECT version, deadline, payload, incarnation FROM sessions "
             f"WHERE namespace = ? AND id = ? AND {_LIVE}",
             (self._ns, session_id, now_ms),
         ).fetchone()
@@ -291,7 +302,7 @@ class SQLiteBackend:
         self, session_ids: Sequence[str], now_ms: int
     ) -> Mapping[str, SessionRecord]:
         rows = self._conn.execute(
-            "SELECT id, version, deadline, payload FROM sessions WHERE namespace = ? "
+            "SELECT id, version, deadline, payload, incarnation FROM sessions WHERE namespace = ? "
             f"AND id IN (SELECT value FROM json_each(?)) AND {_LIVE}",
             (self._ns, json.dumps(list(session_ids)), now_ms),
         ).fetchall()
@@ -301,7 +312,8 @@ class SQLiteBackend:
     def session_update(self, record: SessionRecord, now_ms: int) -> None:
         updated = self._conn.execute(
             "UPDATE sessions SET version = ?, deadline = ?, payload = ? "
-            f"WHERE namespace = ? AND id = ? AND version = ? AND {_LIVE}",
+            "WHERE namespace = ? AND id = ? AND version = ? AND (?7 = 0 OR incarnation = ?7) "
+            f"AND {_LIVE}",
             (
                 record.version,
                 record.deadline_ms,
@@ -309,6 +321,7 @@ class SQLiteBackend:
                 self._ns,
                 record.id,
                 record.version - 1,
+                record.incarnation,
                 now_ms,
             ),
         ).rowcount
@@ -321,17 +334,23 @@ class SQLiteBackend:
     @_sql_hook
     def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
         with self._write() as conn:
-            stored = dict(
-                conn.execute(
-                    "SELECT id, version FROM sessions WHERE namespace = ? "
+            stored = {
+                row[0]: row[1:]
+                for row in conn.execute(
+                    "SELECT id, version, incarnation FROM sessions WHERE namespace = ? "
                     f"AND id IN (SELECT value FROM json_each(?)) AND {_LIVE}",
                     (self._ns, json.dumps([r.id for r in records]), now_ms),
-                ).fetchall()
-            )
+                )
+            }
             missing = [r.id for r in records if r.id not in stored]
             if missing:
                 raise SessionNotFoundError(*missing)
-            stale = [r.id for r in records if stored[r.id] != r.version - 1]
+            stale = [
+                r.id
+                for r in records
+                if stored[r.id][0] != r.version - 1
+                or (r.incarnation != 0 and stored[r.id][1] != r.incarnation)
+            ]
             if stale:
                 raise ConflictError(*stale)
             conn.executemany(
@@ -363,7 +382,8 @@ class SQLiteBackend:
         self, cursor: str | None, limit: int, now_ms: int
     ) -> tuple[Sequence[SessionRecord], str | None]:
         rows = self._conn.execute(
-            "SELECT id, version, deadline, payload FROM sessions WHERE namespace = ? AND id > ? "
+            "SELECT id, version, deadline, payload, incarnation FROM sessions "
+            "WHERE namespace = ? AND id > ? "
             f"AND {_LIVE} ORDER BY id LIMIT ?",
             (self._ns, cursor or "", now_ms, limit + 1),
         ).fetchall()

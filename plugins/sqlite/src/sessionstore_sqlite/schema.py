@@ -60,6 +60,10 @@ MIGRATIONS: tuple[str, ...] = (
         UPDATE session_counts SET n = n - 1 WHERE namespace = old.namespace;
     END;
     """,
+    # 3: which creation of an id a row is, compared by compare-and-set with the version.
+    """
+    ALTER TABLE sessions ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
