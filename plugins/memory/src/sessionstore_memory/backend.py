@@ -189,7 +189,9 @@ class MemoryBackend:
                 raise SessionNotFoundError(record.id)
             if _stale(current, record):
                 raise ConflictError(record.id)
-            records[record.id] = record._replace(incarnation=current.incarnation)
+            if record.incarnation != current.incarnation:  # 0: a writer that never read it
+                record = record._replace(incarnation=current.incarnation)
+            records[record.id] = record
 
     @hookimpl
     async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
