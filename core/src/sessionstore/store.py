@@ -322,15 +322,14 @@ class SessionStore:
         payload = encode_session(session)  # first: it also checks that this is a Session
         now = int(self._clock() * 1000)
         ttl = self._ttl_ms
-        version = _next_version(session)
+        version = session.version
+        if type(version) is not int or not 0 <= version <= _MAX_VERSION:
+            _next_version(session)  # raises, naming the problem
+        version += 1
+        private = session.__pydantic_private__
+        incarnation = 0 if private is None else private.get("_incarnation", 0)
         record = new_record(
-            (
-                session.id,
-                version,
-                None if ttl is None else now + ttl,
-                payload,
-                _private(session).get("_incarnation", 0),
-            )
+            (session.id, version, None if ttl is None else now + ttl, payload, incarnation)
         )
         try:
             await self._hooks.session_update(record, now)
