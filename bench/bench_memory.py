@@ -18,7 +18,6 @@ Run it with ``make bench`` or ``.venv/bin/python bench/bench_memory.py [--sessio
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -28,18 +27,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 from typing import Any
 
+from benchkit import base_parser, check, proxy_session
+
 from sessionstore import (
     ConflictError,
-    ResponseMode,
     Session,
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
-    TransportType,
     __version__,
     decode_session,
     encode_session,
-    new_session_id,
     open_store,
 )
 
@@ -52,21 +50,8 @@ Table = dict[str, tuple[int, bytes]]
 
 
 def build_sessions(count: int) -> list[Session]:
-    """Sessions as an MCP proxy keeps them: HTTP, SSE responses, an upstream id, small metadata."""
-    return [
-        Session(
-            transport=TransportType.HTTP,
-            response_mode=ResponseMode.SSE_STREAM,
-            upstream_session_id=new_session_id(),
-            metadata={"client": "claude-desktop", "protocol": "2025-06-18", "tools": 12},
-        )
-        for _ in range(count)
-    ]
-
-
-def _check(condition: bool, what: str) -> None:
-    if not condition:
-        raise RuntimeError(f"benchmark sanity check failed: {what}")
+    """``count`` distinct sessions of the shape an MCP proxy stores."""
+    return [proxy_session() for _ in range(count)]
 
 
 # -- the framework: the SessionStore facade on the memory backend ------------------------------
@@ -82,7 +67,7 @@ async def framework_create(sessions: Sequence[Session]) -> float:
         for session in sessions:
             await create(session)
         elapsed = perf_counter() - start
-        _check(await store.count_sessions() == len(sessions), "framework create count")
+        check(await store.count_sessions() == len(sessions), "framework create count")
     finally:
         await store.aclose()
     return elapsed
@@ -102,7 +87,7 @@ async def framework_get(sessions: Sequence[Session]) -> float:
             await get(session_id)
         elapsed = perf_counter() - start
         got = await store.get_session(ids[-1])
-        _check(got == sessions[-1], "framework get round-trip")
+        check(got == sessions[-1], "framework get round-trip")
     finally:
         await store.aclose()
     return elapsed
@@ -120,7 +105,7 @@ async def framework_update(sessions: Sequence[Session]) -> float:
             await update(session)
         elapsed = perf_counter() - start
         stored = await store.get_session(current[-1].id)
-        _check(stored.version == current[-1].version == 2, "framework update versions")
+        check(stored.version == current[-1].version == 2, "framework update versions")
     finally:
         await store.aclose()
     return elapsed
@@ -141,7 +126,7 @@ def baseline_create(sessions: Sequence[Session]) -> float:
             raise SessionExistsError(session_id)
         table[session_id] = (1, encode(session))
     elapsed = perf_counter() - start
-    _check(len(table) == len(sessions), "baseline create count")
+    check(len(table) == len(sessions), "baseline create count")
     return elapsed
 
 
@@ -161,7 +146,7 @@ def baseline_get(sessions: Sequence[Session]) -> float:
     version, payload = table[ids[-1]]
     got = decode_session(SessionRecord(ids[-1], version, None, payload))
     same = got.model_dump(exclude={"version"}) == sessions[-1].model_dump(exclude={"version"})
-    _check(same, "baseline get round-trip")
+    check(same, "baseline get round-trip")
     return elapsed
 
 
@@ -183,7 +168,7 @@ def baseline_update(sessions: Sequence[Session]) -> float:
         table[session_id] = (version + 1, encode(session))
         known[session_id] = version + 1
     elapsed = perf_counter() - start
-    _check(table[sessions[-1].id][0] == 2, "baseline update versions")
+    check(table[sessions[-1].id][0] == 2, "baseline update versions")
     return elapsed
 
 
@@ -274,14 +259,7 @@ def render(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--sessions", type=int, default=DEFAULT_SESSIONS, help="sessions per round (%(default)s)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=DEFAULT_ROUNDS, help="rounds per side and op (%(default)s)"
-    )
-    parser.add_argument("--json", action="store_true", help="print a JSON object, not a table")
+    parser = base_parser(__doc__, sessions=DEFAULT_SESSIONS, rounds=DEFAULT_ROUNDS)
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.rounds < 1:
         parser.error("--sessions and --rounds must be at least 1")

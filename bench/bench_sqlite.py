@@ -60,15 +60,14 @@ from time import perf_counter
 from typing import Any
 
 import aiosqlite
+from benchkit import base_parser, check, proxy_session
 
 from sessionstore import (
     ConflictError,
-    ResponseMode,
     Session,
     SessionNotFoundError,
     SessionRecord,
     SessionStore,
-    TransportType,
     __version__,
     decode_session,
     encode_session,
@@ -131,22 +130,6 @@ EXPIRED_FRACTION = 0.1
 BATCH_SIZE = 1000
 
 
-def build_session(session_id: str | None = None) -> Session:
-    """A session as an MCP proxy keeps it (the same shape as bench_memory.py's)."""
-    return Session(
-        id=session_id or new_session_id(),
-        transport=TransportType.HTTP,
-        response_mode=ResponseMode.SSE_STREAM,
-        upstream_session_id=new_session_id(),
-        metadata={"client": "claude-desktop", "protocol": "2025-06-18", "tools": 12},
-    )
-
-
-def _check(condition: bool, what: str) -> None:
-    if not condition:
-        raise RuntimeError(f"benchmark sanity check failed: {what}")
-
-
 def _progress(message: str) -> None:
     print(f"[bench_sqlite {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -157,7 +140,7 @@ def _store_spec(path: Path) -> str:
 
 def _raw_connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
-    _check(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal", "raw WAL mode")
+    check(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal", "raw WAL mode")
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
@@ -311,7 +294,7 @@ async def run_small(
     }
     async with open_store(_store_spec(path), namespace=NAMESPACE, ttl=TTL_S) as store:
         _progress(f"part 1: creating {count:,} sessions in {path}")
-        sessions = [await store.create_session(build_session()) for _ in range(count)]
+        sessions = [await store.create_session(proxy_session()) for _ in range(count)]
         random.shuffle(sessions)
         raw = _raw_connect(path)
         try:
@@ -329,12 +312,12 @@ async def run_small(
                 ctx.sync_to_sessions()
                 for session in (sessions[0], sessions[-1]):
                     stored = await store.get_session(session.id)
-                    _check(stored.version == session.version, "versions after the updates")
+                    check(stored.version == session.version, "versions after the updates")
                     same = stored.model_dump(exclude={"version"}) == session.model_dump(
                         exclude={"version"}
                     )
-                    _check(same, "round-trip after the updates")
-                _check(await store.count_sessions() == count, "part 1 count")
+                    check(same, "round-trip after the updates")
+                check(await store.count_sessions() == count, "part 1 count")
         finally:
             raw.close()
     return times
@@ -386,7 +369,7 @@ async def _create_schema(path: Path) -> None:
 
 def _encode_chunk(session_ids: Sequence[str]) -> list[bytes]:
     """In a worker process: the payloads of new sessions with these ids."""
-    return [encode_session(build_session(session_id)) for session_id in session_ids]
+    return [encode_session(proxy_session(session_id)) for session_id in session_ids]
 
 
 def populate(path: Path, count: int, seed: int) -> dict[str, Any]:
@@ -433,7 +416,7 @@ def populate(path: Path, count: int, seed: int) -> dict[str, Any]:
         ).fetchone()
     finally:
         conn.close()
-    _check(stored is not None and stored[0] == count, "session_counts after populating")
+    check(stored is not None and stored[0] == count, "session_counts after populating")
     batch_live = rng.sample(live, min(len(live), BATCH_SIZE * 7 // 10))
     batch_expired = rng.sample(expired, min(len(expired), BATCH_SIZE * 2 // 10))
     batch_missing = [
@@ -505,7 +488,7 @@ async def measure_big(path: Path, info: dict[str, Any]) -> dict[str, Any]:
     conn.close()
     async with open_store(_store_spec(path), namespace=NAMESPACE, ttl=TTL_S) as store:
         count_s, counted = await _best_of(5, store.count_sessions)
-        _check(counted == live, f"count_sessions {counted:,} != live rows {live:,}")
+        check(counted == live, f"count_sessions {counted:,} != live rows {live:,}")
         out["count_s"] = count_s
         out["count"] = counted
 
@@ -532,12 +515,12 @@ async def measure_big(path: Path, info: dict[str, Any]) -> dict[str, Any]:
         out["iter_yielded"] = yielded
         out["rss_samples_kib"] = samples
         out["rss_flat"] = not samples or max(samples) - min(samples) <= FLAT_RSS_KIB
-        _check(yielded == live, f"iter_sessions yielded {yielded:,} != live rows {live:,}")
+        check(yielded == live, f"iter_sessions yielded {yielded:,} != live rows {live:,}")
 
         ids = info["batch_ids"]
         batch_s, found = await _best_of(5, lambda: store.get_sessions_batch(ids))
         live_in_batch = set(info["batch_live"])
-        _check(
+        check(
             [s.id for s in found] == [i for i in ids if i in live_in_batch],
             "get_sessions_batch returns the live ids in request order",
         )
@@ -553,7 +536,7 @@ async def measure_big(path: Path, info: dict[str, Any]) -> dict[str, Any]:
             return hits
 
         singles_s, hits = await _best_of(5, one_by_one)
-        _check(hits == len(found), "single gets find what the batch finds")
+        check(hits == len(found), "single gets find what the batch finds")
         out.update(
             batch_ids=len(ids),
             batch_found=len(found),
@@ -575,7 +558,7 @@ async def measure_big(path: Path, info: dict[str, Any]) -> dict[str, Any]:
             out["raw_batch_s"], raw_found = await _best_of(5, raw_batch)
         finally:
             raw.close()
-        _check(raw_found == len(found), "the raw batch SELECT finds what the store finds")
+        check(raw_found == len(found), "the raw batch SELECT finds what the store finds")
 
         _progress(f"part 2: purge_expired of {expired:,} expired sessions")
         gc.collect()
@@ -583,9 +566,9 @@ async def measure_big(path: Path, info: dict[str, Any]) -> dict[str, Any]:
         purged = await store.purge_expired()
         out["purge_s"] = perf_counter() - start
         out["purged"] = purged
-        _check(purged == expired, f"purge_expired removed {purged:,}, expected {expired:,}")
+        check(purged == expired, f"purge_expired removed {purged:,}, expected {expired:,}")
         count_after_s, counted = await _best_of(5, store.count_sessions)
-        _check(counted == live, "count after purge")
+        check(counted == live, "count after purge")
         out["count_after_purge_s"] = count_after_s
     return out
 
@@ -746,20 +729,13 @@ def render(summary: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--sessions", type=int, default=DEFAULT_SESSIONS, help="sessions per round (%(default)s)"
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=DEFAULT_ROUNDS, help="rounds per side and op (%(default)s)"
-    )
+    parser = base_parser(__doc__, sessions=DEFAULT_SESSIONS, rounds=DEFAULT_ROUNDS)
     parser.add_argument(
         "--big",
         type=int,
         default=DEFAULT_BIG,
         help="sessions in the large file, 0 to skip that part (%(default)s)",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON object, not a table")
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.rounds < 1 or args.big < 0:
         parser.error("--sessions and --rounds must be at least 1, --big at least 0")
