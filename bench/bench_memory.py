@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import platform
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 from typing import Any
 
-from benchkit import base_parser, check, proxy_session
+from benchkit import base_parser, check, emit, proxy_session
 
 from sessionstore import (
     ConflictError,
@@ -267,12 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = perf_counter()
     times = asyncio.run(run(sessions, args.rounds))
     summary = summarize(times, args.sessions, args.rounds, perf_counter() - start)
-    if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(render(summary))
-    return 0
+    return emit(summary, as_json=args.json, render=render)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ from time import perf_counter
 from typing import Any
 
 import aiosqlite
-from benchkit import base_parser, check, proxy_session
+from benchkit import base_parser, check, emit, proxy_session
 
 from sessionstore import (
     ConflictError,
@@ -746,12 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         small = summarize_small(times)
         big = run_big(Path(folder), args.big) if args.big else None
     summary = summarize(small, big, args, perf_counter() - start)
-    if args.json:
-        json.dump(summary, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(render(summary))
-    return 0
+    return emit(summary, as_json=args.json, render=render)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
 
 from sessionstore import ResponseMode, Session, TransportType, new_session_id
 
-__all__ = ["base_parser", "check", "proxy_session"]
+__all__ = ["base_parser", "check", "emit", "proxy_session"]
 
 
 def proxy_session(session_id: str | None = None) -> Session:
@@ -37,3 +41,13 @@ def base_parser(doc: str | None, *, sessions: int, rounds: int) -> argparse.Argu
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object, not a table")
     return parser
+
+
+def emit(summary: dict[str, Any], *, as_json: bool, render: Callable[[dict[str, Any]], str]) -> int:
+    """Print the results as JSON (``--json``) or as the script's table; return the exit status."""
+    if as_json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(render(summary))
+    return 0
