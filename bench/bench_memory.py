@@ -43,7 +43,7 @@ from sessionstore import (
 OPERATIONS = ("create", "get", "update")
 TARGET_RATIO = 1.3
 DEFAULT_SESSIONS = 20_000
-DEFAULT_ROUNDS = 5
+DEFAULT_ROUNDS = 9
 
 Table = dict[str, tuple[int, bytes]]
 

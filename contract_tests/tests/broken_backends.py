@@ -35,73 +35,73 @@ class Delegating:
 
     @hookimpl
     async def session_create(self, record: SessionRecord, now_ms: int) -> None:
-        await self.inner.session_create(record, now_ms)
+        self.inner.session_create(record, now_ms)
 
     @hookimpl
     async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
-        return await self.inner.session_get(session_id, now_ms)
+        return self.inner.session_get(session_id, now_ms)
 
     @hookimpl
     async def session_get_many(
         self, session_ids: Sequence[str], now_ms: int
     ) -> Mapping[str, SessionRecord]:
-        return await self.inner.session_get_many(session_ids, now_ms)
+        return self.inner.session_get_many(session_ids, now_ms)
 
     @hookimpl
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
-        await self.inner.session_update(record, now_ms)
+        self.inner.session_update(record, now_ms)
 
     @hookimpl
     async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
-        await self.inner.session_update_many(records, now_ms)
+        self.inner.session_update_many(records, now_ms)
 
     @hookimpl
     async def session_delete(self, session_id: str, now_ms: int) -> bool:
-        return await self.inner.session_delete(session_id, now_ms)
+        return self.inner.session_delete(session_id, now_ms)
 
     @hookimpl
     async def session_count(self, now_ms: int) -> int:
-        return await self.inner.session_count(now_ms)
+        return self.inner.session_count(now_ms)
 
     @hookimpl
     async def session_page(
         self, cursor: str | None, limit: int, now_ms: int
     ) -> tuple[Sequence[SessionRecord], str | None]:
-        return await self.inner.session_page(cursor, limit, now_ms)
+        return self.inner.session_page(cursor, limit, now_ms)
 
     @hookimpl
     async def session_purge_expired(self, now_ms: int) -> int:
-        return await self.inner.session_purge_expired(now_ms)
+        return self.inner.session_purge_expired(now_ms)
 
     @hookimpl
     async def last_event_id_set(
         self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
     ) -> None:
-        await self.inner.last_event_id_set(session_id, event_id, deadline_ms, now_ms)
+        self.inner.last_event_id_set(session_id, event_id, deadline_ms, now_ms)
 
     @hookimpl
     async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
-        return await self.inner.last_event_id_get(session_id, now_ms)
+        return self.inner.last_event_id_get(session_id, now_ms)
 
     @hookimpl
     async def event_append(
         self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
     ) -> str:
-        return await self.inner.event_append(session_id, stream_id, data, retention, now_ms)
+        return self.inner.event_append(session_id, stream_id, data, retention, now_ms)
 
     @hookimpl
     async def event_replay(
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
-        return await self.inner.event_replay(event_id, session_id, now_ms)
+        return self.inner.event_replay(event_id, session_id, now_ms)
 
     @hookimpl
     async def store_clear(self) -> None:
-        await self.inner.store_clear()
+        self.inner.store_clear()
 
     @hookimpl
     async def store_close(self) -> None:
-        await self.inner.store_close()
+        self.inner.store_close()
 
 
 class LostUpdate(Delegating):
@@ -109,10 +109,10 @@ class LostUpdate(Delegating):
 
     @hookimpl
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
-        current = await self.inner.session_get(record.id, now_ms)
+        current = self.inner.session_get(record.id, now_ms)
         if current is None:
             raise SessionNotFoundError(record.id)
-        await self.inner.session_update(record._replace(version=current.version + 1), now_ms)
+        self.inner.session_update(record._replace(version=current.version + 1), now_ms)
 
 
 class IgnoresIncarnation(Delegating):
@@ -120,7 +120,7 @@ class IgnoresIncarnation(Delegating):
 
     @hookimpl
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
-        await self.inner.session_update(record._replace(incarnation=0), now_ms)
+        self.inner.session_update(record._replace(incarnation=0), now_ms)
 
 
 class NonAtomicBatch(Delegating):
@@ -131,7 +131,7 @@ class NonAtomicBatch(Delegating):
         stale = []
         for record in records:
             try:
-                await self.inner.session_update(record, now_ms)
+                self.inner.session_update(record, now_ms)
             except ConflictError:
                 stale.append(record.id)
         if stale:
@@ -149,11 +149,11 @@ class DroppedField(Delegating):
 
     @hookimpl
     async def session_create(self, record: SessionRecord, now_ms: int) -> None:
-        await self.inner.session_create(_without_upstream(record), now_ms)
+        self.inner.session_create(_without_upstream(record), now_ms)
 
     @hookimpl
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
-        await self.inner.session_update(_without_upstream(record), now_ms)
+        self.inner.session_update(_without_upstream(record), now_ms)
 
 
 class ExpiryIgnored(Delegating):
@@ -161,23 +161,23 @@ class ExpiryIgnored(Delegating):
 
     @hookimpl
     async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
-        return await self.inner.session_get(session_id, 0)
+        return self.inner.session_get(session_id, 0)
 
     @hookimpl
     async def session_get_many(
         self, session_ids: Sequence[str], now_ms: int
     ) -> Mapping[str, SessionRecord]:
-        return await self.inner.session_get_many(session_ids, 0)
+        return self.inner.session_get_many(session_ids, 0)
 
     @hookimpl
     async def session_count(self, now_ms: int) -> int:
-        return await self.inner.session_count(0)
+        return self.inner.session_count(0)
 
     @hookimpl
     async def session_page(
         self, cursor: str | None, limit: int, now_ms: int
     ) -> tuple[Sequence[SessionRecord], str | None]:
-        return await self.inner.session_page(cursor, limit, 0)
+        return self.inner.session_page(cursor, limit, 0)
 
 
 class ClobbersLastEventId(Delegating):
@@ -190,19 +190,19 @@ class ClobbersLastEventId(Delegating):
 
     @hookimpl
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
-        await self.inner.session_update(record, now_ms)
+        self.inner.session_update(record, now_ms)
         self.last_ids.pop(record.id, None)
 
     @hookimpl
     async def last_event_id_set(
         self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
     ) -> None:
-        await self.inner.last_event_id_set(session_id, event_id, deadline_ms, now_ms)
+        self.inner.last_event_id_set(session_id, event_id, deadline_ms, now_ms)
         self.last_ids[session_id] = event_id
 
     @hookimpl
     async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
-        await self.inner.last_event_id_get(session_id, now_ms)
+        self.inner.last_event_id_get(session_id, now_ms)
         return self.last_ids.get(session_id)
 
 
@@ -217,7 +217,7 @@ class ReplayCrossesStreams(Delegating):
     async def event_append(
         self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
     ) -> str:
-        event_id = await self.inner.event_append(session_id, stream_id, data, retention, now_ms)
+        event_id = self.inner.event_append(session_id, stream_id, data, retention, now_ms)
         self.log.append((session_id, Event(event_id, stream_id, data)))
         return event_id
 
@@ -225,7 +225,7 @@ class ReplayCrossesStreams(Delegating):
     async def event_replay(
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
-        stream_id, _ = await self.inner.event_replay(event_id, session_id, now_ms)
+        stream_id, _ = self.inner.event_replay(event_id, session_id, now_ms)
         position = next(i for i, (_, e) in enumerate(self.log) if e.id == event_id)
         owner = self.log[position][0]
         later = [e for s, e in self.log[position + 1 :] if s == owner]
@@ -239,7 +239,7 @@ class ReplayIgnoresSession(Delegating):
     async def event_replay(
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
-        return await self.inner.event_replay(event_id, None, now_ms)
+        return self.inner.event_replay(event_id, None, now_ms)
 
 
 class ForgetsEvictions(Delegating):
@@ -250,7 +250,7 @@ class ForgetsEvictions(Delegating):
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
         try:
-            return await self.inner.event_replay(event_id, session_id, now_ms)
+            return self.inner.event_replay(event_id, session_id, now_ms)
         except EventNotFoundError as exc:
             raise EventNotFoundError(event_id, evicted=False) from exc
 
@@ -259,7 +259,7 @@ async def _all_records(inner: MemoryBackend, now_ms: int) -> list[SessionRecord]
     everything: list[SessionRecord] = []
     cursor: str | None = None
     while True:
-        page, cursor = await inner.session_page(cursor, 1000, now_ms)
+        page, cursor = inner.session_page(cursor, 1000, now_ms)
         everything.extend(page)
         if cursor is None:
             return everything
@@ -292,26 +292,26 @@ class JoinedKeys(Delegating):
     @hookimpl
     async def session_create(self, record: SessionRecord, now_ms: int) -> None:
         try:
-            await self.inner.session_create(record._replace(id=self.prefix + record.id), now_ms)
+            self.inner.session_create(record._replace(id=self.prefix + record.id), now_ms)
         except SessionExistsError:
             raise SessionExistsError(record.id) from None
 
     @hookimpl
     async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
-        record = await self.inner.session_get(self.prefix + session_id, now_ms)
+        record = self.inner.session_get(self.prefix + session_id, now_ms)
         return None if record is None else self._out(record)
 
     @hookimpl
     async def session_get_many(
         self, session_ids: Sequence[str], now_ms: int
     ) -> Mapping[str, SessionRecord]:
-        found = await self.inner.session_get_many([self.prefix + i for i in session_ids], now_ms)
+        found = self.inner.session_get_many([self.prefix + i for i in session_ids], now_ms)
         return {key[len(self.prefix) :]: self._out(r) for key, r in found.items()}
 
     @hookimpl
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
         try:
-            await self.inner.session_update(record._replace(id=self.prefix + record.id), now_ms)
+            self.inner.session_update(record._replace(id=self.prefix + record.id), now_ms)
         except ConflictError:
             raise ConflictError(record.id) from None
         except SessionNotFoundError:
@@ -320,7 +320,7 @@ class JoinedKeys(Delegating):
     @hookimpl
     async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
         try:
-            await self.inner.session_update_many(
+            self.inner.session_update_many(
                 [r._replace(id=self.prefix + r.id) for r in records], now_ms
             )
         except ConflictError as exc:
@@ -330,7 +330,7 @@ class JoinedKeys(Delegating):
 
     @hookimpl
     async def session_delete(self, session_id: str, now_ms: int) -> bool:
-        return await self.inner.session_delete(self.prefix + session_id, now_ms)
+        return self.inner.session_delete(self.prefix + session_id, now_ms)
 
     async def _mine(self, now_ms: int) -> list[SessionRecord]:
         everything = await _all_records(self.inner, now_ms)
@@ -357,39 +357,37 @@ class JoinedKeys(Delegating):
             if r.id.startswith(self.prefix) and r.id not in live
         ]
         for session_id in expired:
-            await self.inner.session_delete(session_id, now_ms)
+            self.inner.session_delete(session_id, now_ms)
         return len(expired)
 
     @hookimpl
     async def last_event_id_set(
         self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
     ) -> None:
-        await self.inner.last_event_id_set(self.prefix + session_id, event_id, deadline_ms, now_ms)
+        self.inner.last_event_id_set(self.prefix + session_id, event_id, deadline_ms, now_ms)
 
     @hookimpl
     async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
-        return await self.inner.last_event_id_get(self.prefix + session_id, now_ms)
+        return self.inner.last_event_id_get(self.prefix + session_id, now_ms)
 
     @hookimpl
     async def event_replay(
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
         scoped = None if session_id is None else self.prefix + session_id
-        return await self.inner.event_replay(event_id, scoped, now_ms)
+        return self.inner.event_replay(event_id, scoped, now_ms)
 
     @hookimpl
     async def event_append(
         self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
     ) -> str:
-        return await self.inner.event_append(
-            self.prefix + session_id, stream_id, data, retention, now_ms
-        )
+        return self.inner.event_append(self.prefix + session_id, stream_id, data, retention, now_ms)
 
     @hookimpl
     async def store_clear(self) -> None:
         for record in await _all_records(self.inner, 0):
             if record.id.startswith(self.prefix):
-                await self.inner.session_delete(record.id, 0)
+                self.inner.session_delete(record.id, 0)
 
 
 def _joined_keys(spec: str, *, namespace: str) -> JoinedKeys:

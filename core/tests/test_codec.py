@@ -169,7 +169,7 @@ async def test_unknown_fields_survive_modify_session_on_the_memory_backend() -> 
     spec = f"memory://codec-{uuid.uuid4().hex}"
     backend = create_backend(spec, namespace="default")  # another handle on the same store
     now_ms = int(time.time() * 1000)
-    await backend.session_create(
+    backend.session_create(
         record=SessionRecord(SID, 1, None, newer_release_payload()), now_ms=now_ms
     )
     async with open_store(spec) as store:
@@ -178,7 +178,7 @@ async def test_unknown_fields_survive_modify_session_on_the_memory_backend() -> 
         )
         assert updated.status is SessionStatus.CLOSED
         assert (await store.get_session(SID)).version == 2
-    raw = await backend.session_get(session_id=SID, now_ms=now_ms)
+    raw = backend.session_get(session_id=SID, now_ms=now_ms)
     assert raw is not None
     assert raw.version == 2
     _, fields = unpack_any(raw.payload)

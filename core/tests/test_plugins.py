@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -214,29 +215,41 @@ def test_backend_missing_hooks_is_refused_naming_every_one() -> None:
     assert info.value.name == factory.__qualname__
 
 
-class SyncGet(DictBackend):
-    @hookimpl
-    def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:  # type: ignore[override]
-        return None
+class PlainCountAndDelete(DictBackend):
+    """Two operation hooks as plain defs, the way a backend that never waits may write them."""
 
-
-class SyncCountAndDelete(DictBackend):
     @hookimpl
     def session_count(self, now_ms: int) -> int:  # type: ignore[override]
-        return 0
+        self.calls.append("session_count")
+        return len(self.records) + 100
 
     @hookimpl
     def session_delete(self, session_id: str, now_ms: int) -> bool:  # type: ignore[override]
-        return False
+        self.calls.append("session_delete")
+        if session_id == "boom":
+            raise LookupError("no such shelf")
+        return self.records.pop(session_id, None) is not None
 
 
-def test_sync_def_where_async_def_is_required_is_refused() -> None:
-    with pytest.raises(BackendLoadError, match="hook session_get must be an async def"):
-        open_store(factory_of(SyncGet()))
-    with pytest.raises(BackendLoadError) as info:
-        open_store(factory_of(SyncCountAndDelete()))
-    assert "hook session_count must be an async def" in str(info.value)
-    assert "hook session_delete must be an async def" in str(info.value)
+@pytest.mark.parametrize("middleware", [(), (OperationMiddleware(),)], ids=["direct", "pluggy"])
+async def test_plain_def_operation_hooks_are_accepted(middleware: tuple[object, ...]) -> None:
+    backend = PlainCountAndDelete()
+    dispatch = HookDispatch(bind_plugins(backend, "plain", middleware))
+    outcome = dispatch.session_count(0)
+    if middleware:  # middleware always receive, and return, a coroutine
+        assert inspect.iscoroutine(outcome)
+        outcome = await outcome
+    assert outcome == 100
+    async with open_store(factory_of(backend), middleware=middleware) as store:
+        await store.create_session(Session(id="one", transport="http"))
+        assert await store.count_sessions() == 101
+        assert await store.delete_session("one") is True
+        assert await store.delete_session("one") is False
+        with pytest.raises(BackendError) as info:
+            await store.delete_session("boom")
+        assert info.value.hook == "session_delete"
+        assert isinstance(info.value.__cause__, LookupError)
+    assert backend.calls.count("session_delete") == 3
 
 
 class Misspelled(DictBackend):
@@ -460,7 +473,7 @@ async def test_raw_hook_exceptions_become_backend_errors(middleware: tuple[objec
     cases = [
         (store.get_session("k1"), "session_get", KeyError),
         (store.count_sessions(), "session_count", OSError),
-        (store.purge_expired(), "session_purge_expired", ValueError),
+        (store.purge_expired(), "session_purge_expired", TypeError),
         (store.modify_session("k1", lambda s: None), "session_get", KeyError),
     ]
     for call, hook, cause in cases:

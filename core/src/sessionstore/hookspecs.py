@@ -3,8 +3,14 @@
 A backend is an object whose methods are marked with :data:`hookimpl` and named after these hooks;
 its factory (the entry point in group ``sessionstore.backends``) returns it, already bound to one
 namespace. Every hook is called with keyword arguments and at most one backend per store, so the
-first (only) result is the answer. Each async hook must be an ``async def``; the core checks this,
-and that every required hook exists, when the store is opened.
+first (only) result is the answer. The core checks, when the store is opened, that every required
+hook exists.
+
+The operation hooks are awaited by the core. Implement each as an ``async def``, or, for a backend
+that never waits (it keeps everything in this process, as the memory backend does), as a plain
+``def`` returning its result: the core then calls it without creating a coroutine, which on
+such a backend is a large share of the framework's cost per operation. Never block the event loop
+in a plain ``def``; middleware see a coroutine either way.
 
 Conventions shared by every hook:
 
@@ -42,7 +48,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 OPTIONAL_HOOKS = frozenset({"store_capabilities"})
 """Hooks a backend may leave out; every other hook is required."""
 SYNC_HOOKS = frozenset({"store_capabilities"})
-"""Hooks that are plain functions; every other hook is an ``async def``."""
+"""Hooks that must be plain functions; every other hook is awaited (an ``async def`` or, for a
+backend that never waits, a plain ``def``)."""
 
 
 @hookspec(firstresult=True)

@@ -9,7 +9,7 @@ broken plugin never breaks another.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -19,6 +19,7 @@ import pluggy
 from . import hookspecs
 from .capabilities import Capability
 from .errors import BackendLoadError, ConfigurationError, UnknownBackendError
+from .hookspecs import hookimpl
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -121,13 +122,15 @@ def bind_plugins(
     """Return a plugin manager with ``backend`` and ``middleware`` registered and checked.
 
     Raises :class:`~sessionstore.BackendLoadError` naming the backend and each hook that is
-    missing, misnamed, not ``async def`` where it must be, or declares unknown capabilities; and
-    :class:`~sessionstore.ConfigurationError` for a middleware that is not a wrapper.
+    missing, misnamed or an ``async def`` where a plain one is required, or naming unknown
+    declared capabilities; and :class:`~sessionstore.ConfigurationError` for a middleware that
+    is not a wrapper.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     _register(pm, backend, backend_name, backend_name)
     problems = []
+    immediate = []
     for name in _hook_names(pm):
         impls = [i for i in getattr(pm.hook, name).get_hookimpls() if not i.wrapper]
         if not impls:
@@ -135,12 +138,16 @@ def bind_plugins(
                 problems.append(f"missing hook {name}")
             continue
         is_async = inspect.iscoroutinefunction(impls[0].function)
-        if name not in hookspecs.SYNC_HOOKS and not is_async:
-            problems.append(f"hook {name} must be an async def")
-        elif name in hookspecs.SYNC_HOOKS and is_async:
+        if name in hookspecs.SYNC_HOOKS and is_async:
             problems.append(f"hook {name} must be a plain def, not an async def")
+        elif name not in hookspecs.SYNC_HOOKS and not is_async:
+            immediate.append(name)
     if problems:
         raise BackendLoadError(backend_name, "; ".join(problems))
+    middleware = tuple(middleware)
+    if middleware and immediate:
+        # Innermost of the wrappers: middleware always receive a coroutine from ``yield``.
+        _register(pm, _ImmediateAsAwaitable(immediate), "plain-def hooks", backend_name)
     for index, plugin in enumerate(middleware):
         label = f"{type(plugin).__name__} (middleware #{index + 1})"
         _register(pm, plugin, label, backend_name)
@@ -153,6 +160,34 @@ def bind_plugins(
                     )
     capabilities_of(pm, backend_name)  # validates the declaration now rather than on first use
     return pm
+
+
+class _ImmediateAsAwaitable:
+    """Wrappers turning the results of a backend's plain-def operation hooks into coroutines."""
+
+    def __init__(self, hook_names: Iterable[str]) -> None:
+        for name in hook_names:
+            setattr(self, name, _awaitable_wrapper(name))
+
+
+def _awaitable_wrapper(name: str) -> Callable[..., Any]:
+    def wrap() -> Generator[None, Any, Any]:
+        try:
+            outcome = yield
+        except Exception as exc:  # raised by the plain def: middleware see it when they await
+            return _raise(exc)
+        return outcome if inspect.iscoroutine(outcome) else _ready(outcome)
+
+    wrap.__name__ = wrap.__qualname__ = name
+    return hookimpl(wrapper=True)(wrap)
+
+
+async def _ready(value: Any) -> Any:
+    return value
+
+
+async def _raise(exc: Exception) -> Any:
+    raise exc
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, label: str, backend_name: str) -> None:
@@ -197,6 +232,9 @@ class HookDispatch:
     When a hook has exactly one implementation and no wrapper, calling that implementation
     directly is what pluggy would do, so the fast path changes no behaviour; with middleware the
     call goes through pluggy. Build a new dispatch after registering a plugin.
+
+    A call returns a coroutine, to be awaited, or, from a backend's plain-def hook, the result
+    itself; the caller awaits the outcome only if it is a coroutine.
     """
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
@@ -211,7 +249,11 @@ def _direct_or_pluggy(caller: pluggy.HookCaller) -> Callable[..., Any]:
     spec_args = tuple(caller.spec.argnames) if caller.spec is not None else ()
     impls = caller.get_hookimpls()
     if len(impls) != 1 or impls[0].wrapper or impls[0].hookwrapper:
-        return lambda *args: caller(**dict(zip(spec_args, args, strict=True)))
+
+        async def through_pluggy(*args: Any) -> Any:
+            return await caller(**dict(zip(spec_args, args, strict=True)))
+
+        return through_pluggy if caller.name not in hookspecs.SYNC_HOOKS else _keywords(caller)
     impl = impls[0]
     if tuple(impl.argnames) == spec_args:
         return impl.function
@@ -219,3 +261,8 @@ def _direct_or_pluggy(caller: pluggy.HookCaller) -> Callable[..., Any]:
     function = impl.function
     positions = [spec_args.index(a) for a in impl.argnames]
     return lambda *args: function(*[args[i] for i in positions])
+
+
+def _keywords(caller: pluggy.HookCaller) -> Callable[..., Any]:
+    spec_args = tuple(caller.spec.argnames) if caller.spec is not None else ()
+    return lambda *args: caller(**dict(zip(spec_args, args, strict=True)))

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
 from math import inf
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any
 
 from .capabilities import Capability
@@ -254,11 +254,32 @@ class SessionStore:
         self._closed = True
         hooks, self._hooks = self._hooks, _ClosedHooks(self._spec)  # type: ignore[assignment]
         try:
-            await hooks.store_close()
+            outcome = hooks.store_close()
+            if type(outcome) is CoroutineType:
+                await outcome
         except SessionStoreError:
             raise
         except Exception as exc:
             raise self._failure("store_close", exc) from exc
+
+    async def _call(self, hook: str, *args: Any) -> Any:
+        """Run backend hook ``hook``; wrap an exception not from this library in BackendError.
+
+        The hot operations (create, get, update) inline this: it costs a coroutine.
+        """
+        try:
+            outcome = getattr(self._hooks, hook)(*args)
+            return await outcome if type(outcome) is CoroutineType else outcome
+        except SessionStoreError:
+            raise
+        except Exception as exc:
+            raise self._failure(hook, exc) from exc
+
+    def _checked_count(self, hook: str, value: object) -> int:
+        if type(value) is int and value >= 0:
+            return value
+        problem = TypeError(f"returned {value!r:.60} where a count (an int >= 0) was due")
+        raise self._failure(hook, problem) from problem
 
     def _failure(self, hook: str, exc: Exception) -> BackendError:
         return BackendError(self._backend_name, hook, exc)
@@ -286,13 +307,18 @@ class SessionStore:
             (session.id, 1, None if ttl is None else now + ttl, payload, incarnation)
         )
         try:
-            await self._hooks.session_create(record, now)
+            outcome = self._hooks.session_create(record, now)
+            if type(outcome) is CoroutineType:  # else a plain-def hook already ran
+                await outcome
         except SessionStoreError:
             raise
         except Exception as exc:
             raise self._failure("session_create", exc) from exc
         session.__dict__["version"] = 1  # a known-valid int: skip assignment validation
-        _private(session)["_incarnation"] = incarnation
+        private = session.__pydantic_private__
+        if private is None:
+            private = _private(session)
+        private["_incarnation"] = incarnation
         return session
 
     async def get_session(self, session_id: str) -> Session:
@@ -303,7 +329,9 @@ class SessionStore:
         """
         validate_session_id(session_id)
         try:
-            record = await self._hooks.session_get(session_id, int(self._clock() * 1000))
+            record = self._hooks.session_get(session_id, int(self._clock() * 1000))
+            if type(record) is CoroutineType:  # else a plain-def hook returned the record
+                record = await record
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -332,7 +360,9 @@ class SessionStore:
             (session.id, version, None if ttl is None else now + ttl, payload, incarnation)
         )
         try:
-            await self._hooks.session_update(record, now)
+            outcome = self._hooks.session_update(record, now)
+            if type(outcome) is CoroutineType:  # else a plain-def hook already ran
+                await outcome
         except SessionStoreError:
             raise
         except Exception as exc:
@@ -343,22 +373,14 @@ class SessionStore:
     async def delete_session(self, session_id: str) -> bool:
         """Delete the session with its last event id and events; return whether it was live."""
         validate_session_id(session_id)
-        try:
-            existed = await self._hooks.session_delete(session_id, self._now_ms())
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("session_delete", exc) from exc
+        existed = await self._call("session_delete", session_id, self._now_ms())
         return bool(existed)
 
     async def count_sessions(self) -> int:
         """Return how many live sessions the namespace holds (expired ones never count)."""
-        try:
-            return int(await self._hooks.session_count(self._now_ms()))
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("session_count", exc) from exc
+        return self._checked_count(
+            "session_count", await self._call("session_count", self._now_ms())
+        )
 
     async def iter_sessions(self) -> AsyncIterator[Session]:
         """Yield every live session once, fetching ``page_size`` at a time (bounded memory).
@@ -367,14 +389,9 @@ class SessionStore:
         """
         cursor: str | None = None
         while True:
-            try:
-                records, cursor = await self._hooks.session_page(
-                    cursor, self._page_size, self._now_ms()
-                )
-            except SessionStoreError:
-                raise
-            except Exception as exc:
-                raise self._failure("session_page", exc) from exc
+            records, cursor = await self._call(
+                "session_page", cursor, self._page_size, self._now_ms()
+            )
             for record in records:
                 yield decode_session(record)
             if cursor is None:
@@ -392,12 +409,7 @@ class SessionStore:
         ids = _check_ids(session_ids)
         if not ids:
             return []
-        try:
-            found = await self._hooks.session_get_many(list(dict.fromkeys(ids)), self._now_ms())
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("session_get_many", exc) from exc
+        found = await self._call("session_get_many", list(dict.fromkeys(ids)), self._now_ms())
         return [decode_session(found[i]) for i in ids if i in found]
 
     async def update_sessions_batch(self, sessions: Sequence[Session]) -> list[Session]:
@@ -430,12 +442,7 @@ class SessionStore:
             )
             for s in sessions
         ]
-        try:
-            await self._hooks.session_update_many(records, now)
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("session_update_many", exc) from exc
+        await self._call("session_update_many", records, now)
         for session, record in zip(sessions, records, strict=True):
             session.__dict__["version"] = record.version
         return sessions
@@ -477,21 +484,12 @@ class SessionStore:
 
         Expired sessions are already invisible to every read; this reclaims their space.
         """
-        try:
-            return int(await self._hooks.session_purge_expired(self._now_ms()))
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("session_purge_expired", exc) from exc
+        purged = await self._call("session_purge_expired", self._now_ms())
+        return self._checked_count("session_purge_expired", purged)
 
     async def clear(self) -> None:
         """Remove every session and event of this namespace; other namespaces are untouched."""
-        try:
-            await self._hooks.store_clear()
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("store_clear", exc) from exc
+        await self._call("store_clear")
 
     # -- last event id -----------------------------------------------------------------------
 
@@ -503,17 +501,7 @@ class SessionStore:
         validate_session_id(session_id)
         _check_event_id(event_id)
         now = self._now_ms()
-        try:
-            await self._hooks.last_event_id_set(
-                session_id,
-                event_id,
-                self._deadline(now),
-                now,
-            )
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("last_event_id_set", exc) from exc
+        await self._call("last_event_id_set", session_id, event_id, self._deadline(now), now)
 
     async def get_last_event_id(self, session_id: str) -> str | None:
         """Return the session's last event id, ``None`` if never stored.
@@ -521,12 +509,7 @@ class SessionStore:
         Raises :class:`SessionNotFoundError` if the session is not live.
         """
         validate_session_id(session_id)
-        try:
-            result: str | None = await self._hooks.last_event_id_get(session_id, self._now_ms())
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("last_event_id_get", exc) from exc
+        result: str | None = await self._call("last_event_id_get", session_id, self._now_ms())
         return result
 
     # -- event log ---------------------------------------------------------------------------
@@ -547,18 +530,9 @@ class SessionStore:
             data = bytes(data)
         if data is not None and len(data) > MAX_RECORD_BYTES:
             raise InvalidSessionError(f"event data of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
-        try:
-            event_id: str = await self._hooks.event_append(
-                session_id,
-                stream_id,
-                data,
-                self._event_retention,
-                self._now_ms(),
-            )
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("event_append", exc) from exc
+        event_id: str = await self._call(
+            "event_append", session_id, stream_id, data, self._event_retention, self._now_ms()
+        )
         return event_id
 
     async def replay_events_after(
@@ -573,12 +547,7 @@ class SessionStore:
         _check_event_id(event_id)
         if session_id is not None:
             validate_session_id(session_id)
-        try:
-            stream_id, events = await self._hooks.event_replay(event_id, session_id, self._now_ms())
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            raise self._failure("event_replay", exc) from exc
+        stream_id, events = await self._call("event_replay", event_id, session_id, self._now_ms())
         return stream_id, list(events)
 
 

@@ -3,8 +3,8 @@
 ``memory`` opens a private store (nothing shared with any other ``open_store`` call);
 ``memory://NAME`` opens the store called NAME, shared by every ``open_store("memory://NAME")`` in
 this process, the way several handles share one server. Either way each namespace is separate.
-Every operation completes without yielding to the event loop, under a lock, so each is atomic for
-tasks and threads alike.
+Every hook is a plain ``def`` (the core calls it without a coroutine) and completes under a lock,
+so each operation is atomic for tasks and threads alike.
 """
 
 from __future__ import annotations
@@ -147,27 +147,32 @@ class MemoryBackend:
         }
 
     @hookimpl
-    async def session_create(self, record: SessionRecord, now_ms: int) -> None:
+    def session_create(self, record: SessionRecord, now_ms: int) -> None:
+        session_id = record[0]  # record.id: an index is cheaper than a named field on this path
         records = self._records
-        with self._lock:
-            existing = records.get(record.id)
+        lock = self._lock
+        lock.acquire()  # not ``with``: on the hot paths it costs twice acquire/release here
+        try:
+            existing = records.get(session_id)
             if existing is not None:
                 if not _expired(existing, now_ms):
-                    raise SessionExistsError(record.id)
-                self._drop(record.id)
+                    raise SessionExistsError(session_id)
+                self._drop(session_id)
             if self._max_sessions is not None:
                 self._make_room(now_ms)
-            records[record.id] = record
+            records[session_id] = record
+        finally:
+            lock.release()
 
     @hookimpl
-    async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
+    def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
         record = self._records.get(session_id)  # one dict read: atomic without the lock
         if record is None or _expired(record, now_ms):
             return None
         return record
 
     @hookimpl
-    async def session_get_many(
+    def session_get_many(
         self, session_ids: Sequence[str], now_ms: int
     ) -> Mapping[str, SessionRecord]:
         with self._lock:
@@ -179,22 +184,31 @@ class MemoryBackend:
             return found
 
     @hookimpl
-    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+    def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        # Unpacked once: each named-field read of a record costs as much as the dict write.
+        session_id, version, _, _, incarnation = record
         records = self._records
-        with self._lock:
-            current = records.get(record.id)
-            if current is None or (
-                current.deadline_ms is not None and current.deadline_ms <= now_ms
+        lock = self._lock
+        lock.acquire()  # as in session_create
+        try:
+            current = records.get(session_id)
+            if current is None:
+                raise SessionNotFoundError(session_id)
+            _, stored_version, deadline_ms, _, stored_incarnation = current
+            if deadline_ms is not None and deadline_ms <= now_ms:
+                raise SessionNotFoundError(session_id)
+            if stored_version != version - 1 or (  # _stale, inlined on the hot path
+                incarnation != 0 and incarnation != stored_incarnation
             ):
-                raise SessionNotFoundError(record.id)
-            if _stale(current, record):
-                raise ConflictError(record.id)
-            if record.incarnation != current.incarnation:  # 0: a writer that never read it
-                record = record._replace(incarnation=current.incarnation)
-            records[record.id] = record
+                raise ConflictError(session_id)
+            if incarnation != stored_incarnation:  # 0: a writer that never read it
+                record = record._replace(incarnation=stored_incarnation)
+            records[session_id] = record
+        finally:
+            lock.release()
 
     @hookimpl
-    async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
+    def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
         with self._lock:
             current = [self._live(r.id, now_ms) for r in records]
             missing = [r.id for r, c in zip(records, current, strict=True) if c is None]
@@ -212,7 +226,7 @@ class MemoryBackend:
                     self._space.records[record.id] = record._replace(incarnation=stored.incarnation)
 
     @hookimpl
-    async def session_delete(self, session_id: str, now_ms: int) -> bool:
+    def session_delete(self, session_id: str, now_ms: int) -> bool:
         with self._lock:
             record = self._space.records.get(session_id)
             if record is None:
@@ -221,12 +235,12 @@ class MemoryBackend:
             return not _expired(record, now_ms)
 
     @hookimpl
-    async def session_count(self, now_ms: int) -> int:
+    def session_count(self, now_ms: int) -> int:
         with self._lock:
             return sum(1 for r in self._space.records.values() if not _expired(r, now_ms))
 
     @hookimpl
-    async def session_page(
+    def session_page(
         self, cursor: str | None, limit: int, now_ms: int
     ) -> tuple[Sequence[SessionRecord], str | None]:
         with self._lock:
@@ -245,12 +259,12 @@ class MemoryBackend:
         return page, next_cursor
 
     @hookimpl
-    async def session_purge_expired(self, now_ms: int) -> int:
+    def session_purge_expired(self, now_ms: int) -> int:
         with self._lock:
             return self._purge(now_ms)
 
     @hookimpl
-    async def last_event_id_set(
+    def last_event_id_set(
         self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
     ) -> None:
         with self._lock:
@@ -262,14 +276,14 @@ class MemoryBackend:
                 self._space.records[session_id] = record._replace(deadline_ms=deadline_ms)
 
     @hookimpl
-    async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
+    def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
         with self._lock:
             if self._live(session_id, now_ms) is None:
                 raise SessionNotFoundError(session_id)
             return self._space.last_event_ids.get(session_id)
 
     @hookimpl
-    async def event_append(
+    def event_append(
         self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
     ) -> str:
         with self._lock:
@@ -292,7 +306,7 @@ class MemoryBackend:
             return f"{handle}-{seq}"
 
     @hookimpl
-    async def event_replay(
+    def event_replay(
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
         parsed = parse_event_id(event_id)
@@ -318,7 +332,7 @@ class MemoryBackend:
             return stream.stream_id, events
 
     @hookimpl
-    async def store_clear(self) -> None:
+    def store_clear(self) -> None:
         with self._lock:
             space = self._space
             space.records.clear()
@@ -328,5 +342,5 @@ class MemoryBackend:
             space.session_streams.clear()
 
     @hookimpl
-    async def store_close(self) -> None:
+    def store_close(self) -> None:
         return None
