@@ -4,8 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := core plugins/memory plugins/sqlite contract_tests
-SOURCES := core/src plugins/memory/src plugins/sqlite/src contract_tests/src
+PACKAGES := core plugins/memory plugins/sqlite plugins/redis contract_tests
+SOURCES := core/src plugins/memory/src plugins/sqlite/src plugins/redis/src contract_tests/src
 
 .PHONY: demo test lint typecheck unit contract bench clean
 

@@ -1,0 +1,475 @@
+"""The Redis backend: sessions shared by every host that reaches one server or one cluster.
+
+A read is one ``GET`` (or one ``MGET`` per shard for a batch) decoded here; every write is one
+Lua script run by ``EVALSHA``, so compare-and-set is a single round trip with no WATCH/MULTI
+loop. Keys, the record layout and why every key of a session shares a hash tag are described in
+:mod:`.layout`; the scripts in :mod:`.scripts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import re
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
+
+from sessionstore import (
+    Capability,
+    ConfigurationError,
+    ConflictError,
+    Event,
+    EventNotFoundError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionRecord,
+    hookimpl,
+)
+
+from . import scripts
+from .connection import UNAVAILABLE, Endpoint, open_client, parse_spec, unavailable
+from .layout import Layout, pack_record, pack_u64, unpack_record
+from .scripts import Script
+
+__all__ = ["RedisBackend", "create_backend"]
+
+DEFAULT_CLUSTER_SHARDS = 16
+_BATCH = 1000  # ids per purge or clear script call: bounded work per call, few round trips
+_EVENT_ID = re.compile(r"([1-9][0-9]{0,17})-([1-9][0-9]{0,17})-([!-~]{1,255})\Z")
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
+
+T = TypeVar("T")
+Hook = Callable[..., Coroutine[Any, Any, T]]
+
+
+def _redis_hook(method: Hook[T]) -> Hook[T]:
+    """Mark a hook; check the namespace's layout on first use; map driver failures to ours."""
+
+    @functools.wraps(method)
+    async def hook(self: RedisBackend, *args: Any) -> T:
+        try:
+            if self._layout_pending:
+                await self._check_layout()
+            return await method(self, *args)
+        except UNAVAILABLE as exc:
+            raise unavailable(exc, self._endpoint) from exc
+        except ResponseError as exc:
+            if str(exc).startswith("NOPERM"):
+                raise unavailable(exc, self._endpoint) from exc
+            raise
+
+    return hookimpl(hook)
+
+
+class RedisBackend:
+    """The hooks of one namespace on one Redis server or cluster."""
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        endpoint: Endpoint,
+        layout: Layout,
+        *,
+        grace_ms: int,
+    ) -> None:
+        # Typed Any: redis-py types replies as unions over every decode mode; with
+        # decode_responses=False (see open_client) they are bytes, lists and ints.
+        self._client: Any = client
+        self._endpoint = endpoint
+        self._layout = layout
+        self._grace_ms = grace_ms
+        self._layout_pending = True
+        self._first_use = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {self._endpoint.display} shards={self._layout.shards}>"
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    async def _check_layout(self) -> None:
+        """Connect, and refuse a namespace written with another shard count (its keys would not
+        be found). One task does it while the others wait: redis-py's cluster client, when
+        several tasks make it discover the cluster at once, closes connections under them."""
+        async with self._first_use:
+            if not self._layout_pending:
+                return
+            if isinstance(self._client, RedisCluster):
+                await self._client.initialize()
+            await self._claim_layout()
+
+    async def _claim_layout(self) -> None:
+        layout = self._layout
+        found = await self._client.set(layout.layout_key, layout.description, nx=True, get=True)
+        if found is not None and found.decode(errors="replace") != layout.description:
+            raise ConfigurationError(
+                f"this namespace on {self._endpoint.display} was written as "
+                f"{found.decode(errors='replace')!r}; open it with the same shards option "
+                f"(this store has shards={layout.shards})"
+            )
+        self._layout_pending = False
+
+    async def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        client = self._client
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # the server restarted or flushed its script cache
+            await client.script_load(script.source)
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _each_shard(self, call: Callable[[int], Awaitable[T]]) -> list[T]:
+        shards = range(self._layout.shards)
+        if len(shards) == 1:
+            return [await call(0)]
+        return list(await asyncio.gather(*(call(shard) for shard in shards)))
+
+    def _value(self, record: SessionRecord) -> bytes:
+        return pack_record(record.version, record.deadline_ms, record.incarnation, record.payload)
+
+    def _live(self, session_id: str, value: bytes | None, now_ms: int) -> SessionRecord | None:
+        if value is None:
+            return None
+        record = unpack_record(session_id, value)
+        deadline = record.deadline_ms
+        if deadline is not None and deadline <= now_ms:
+            return None
+        return record
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    @hookimpl
+    def store_capabilities(self) -> Mapping[str, str]:
+        if self._layout.shards == 1:
+            return {}
+        return {
+            Capability.ATOMIC_BATCH_UPDATE: (
+                f"sessions are spread over {self._layout.shards} shards in different hash slots "
+                "(a Redis Cluster cannot run one script across slots): a batch is atomic only "
+                "among the sessions of one shard"
+            )
+        }
+
+    @_redis_hook
+    async def session_create(self, record: SessionRecord, now_ms: int) -> None:
+        shard, key, events = self._layout.session_keys(record.id)
+        keys = (key, events, self._layout.deadline_index(shard), self._layout.name_index(shard))
+        args = (self._value(record), record.deadline_ms or 0, now_ms, self._grace_ms, record.id)
+        if await self._run(scripts.CREATE, keys, args) == 1:
+            raise SessionExistsError(record.id)
+
+    @_redis_hook
+    async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
+        value = await self._client.get(self._layout.record_key(session_id))
+        return self._live(session_id, value, now_ms)
+
+    @_redis_hook
+    async def session_get_many(
+        self, session_ids: Sequence[str], now_ms: int
+    ) -> Mapping[str, SessionRecord]:
+        keys = [self._layout.record_key(i) for i in session_ids]
+        if self._layout.shards == 1 or not isinstance(self._client, RedisCluster):
+            values = await self._client.mget(keys)
+        else:  # one MGET per slot, sent to the nodes concurrently
+            values = await self._client.mget_nonatomic(keys)
+        found = {}
+        for session_id, value in zip(session_ids, values, strict=True):
+            record = self._live(session_id, value, now_ms)
+            if record is not None:
+                found[session_id] = record
+        return found
+
+    @_redis_hook
+    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
+        shard, key, events = self._layout.session_keys(record.id)
+        keys = (key, events, self._layout.deadline_index(shard))
+        args = (
+            self._value(record),
+            pack_u64(record.version - 1),
+            record.deadline_ms or 0,
+            now_ms,
+            self._grace_ms,
+            record.id,
+        )
+        outcome = await self._run(scripts.UPDATE, keys, args)
+        if outcome == 1:
+            raise SessionNotFoundError(record.id)
+        if outcome == 2:
+            raise ConflictError(record.id)
+
+    @_redis_hook
+    async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
+        by_shard: dict[int, list[SessionRecord]] = {}
+        for record in records:
+            by_shard.setdefault(self._layout.shard_of(record.id), []).append(record)
+        if len(by_shard) == 1:
+            ((shard, group),) = by_shard.items()
+            self._raise_refused([await self._update_shard(shard, group, now_ms, check_only=False)])
+            return
+        # Several shards (several slots): check them all first, so a refusal names every id and
+        # usually nothing is written; the writes that follow are atomic per shard only.
+        checks = [
+            await self._update_shard(shard, group, now_ms, check_only=True)
+            for shard, group in by_shard.items()
+        ]
+        self._raise_refused(checks)
+        writes = [
+            await self._update_shard(shard, group, now_ms, check_only=False)
+            for shard, group in by_shard.items()
+        ]
+        self._raise_refused(writes)
+
+    async def _update_shard(
+        self, shard: int, records: Sequence[SessionRecord], now_ms: int, *, check_only: bool
+    ) -> tuple[int, list[str]]:
+        keys: list[str] = []
+        events: list[str] = []
+        args: list[Any] = [now_ms, self._grace_ms, "1" if check_only else "0"]
+        for record in records:
+            _, key, event_key = self._layout.session_keys(record.id)
+            keys.append(key)
+            events.append(event_key)
+            args += (
+                record.id,
+                self._value(record),
+                pack_u64(record.version - 1),
+                record.deadline_ms or 0,
+            )
+        code, ids = await self._run(
+            scripts.UPDATE_MANY, [*keys, *events, self._layout.deadline_index(shard)], args
+        )
+        return int(code), [i.decode() for i in ids]
+
+    @staticmethod
+    def _raise_refused(outcomes: Sequence[tuple[int, list[str]]]) -> None:
+        missing = [i for code, ids in outcomes if code == 1 for i in ids]
+        if missing:
+            raise SessionNotFoundError(*missing)
+        stale = [i for code, ids in outcomes if code == 2 for i in ids]
+        if stale:
+            raise ConflictError(*stale)
+
+    @_redis_hook
+    async def session_delete(self, session_id: str, now_ms: int) -> bool:
+        shard, key, events = self._layout.session_keys(session_id)
+        keys = (key, events, self._layout.deadline_index(shard), self._layout.name_index(shard))
+        return bool(await self._run(scripts.DELETE, keys, (now_ms, session_id)) == 1)
+
+    @_redis_hook
+    async def session_count(self, now_ms: int) -> int:
+        client = self._client
+        index = self._layout.deadline_index
+
+        async def count(shard: int) -> int:
+            return int(await client.zcount(index(shard), f"({now_ms}", "+inf"))
+
+        return sum(await self._each_shard(count))
+
+    @_redis_hook
+    async def session_page(
+        self, cursor: str | None, limit: int, now_ms: int
+    ) -> tuple[Sequence[SessionRecord], str | None]:
+        shard, after = 0, ""
+        if cursor is not None:
+            shard_text, _, after = cursor.partition(":")
+            shard = int(shard_text)
+        layout = self._layout
+        while shard < layout.shards:
+            low = f"({after}" if after else "-"
+            raw_ids = await self._client.zrangebylex(
+                layout.name_index(shard), low, "+", start=0, num=limit
+            )
+            if raw_ids:
+                ids = [i.decode() for i in raw_ids]
+                values = await self._client.mget([layout.record_key(i) for i in ids])
+                page = [
+                    record
+                    for session_id, value in zip(ids, values, strict=True)
+                    if (record := self._live(session_id, value, now_ms)) is not None
+                ]
+                if len(ids) == limit:
+                    return page, f"{shard}:{ids[-1]}"
+                more = shard + 1 < layout.shards
+                return page, f"{shard + 1}:" if more else None
+            shard, after = shard + 1, ""
+        return [], None
+
+    @_redis_hook
+    async def session_purge_expired(self, now_ms: int) -> int:
+        layout = self._layout
+
+        async def purge(shard: int) -> int:
+            keys = (layout.deadline_index(shard), layout.name_index(shard))
+            total = 0
+            while True:
+                removed = int(
+                    await self._run(scripts.PURGE, keys, (now_ms, _BATCH, layout.bases[shard]))
+                )
+                total += removed
+                if removed < _BATCH:
+                    return total
+
+        return sum(await self._each_shard(purge))
+
+    @_redis_hook
+    async def last_event_id_set(
+        self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
+    ) -> None:
+        shard, key, events = self._layout.session_keys(session_id)
+        keys = (key, events, self._layout.deadline_index(shard))
+        deadline = deadline_ms or 0
+        args = (event_id, deadline, pack_u64(deadline), now_ms, self._grace_ms, session_id)
+        if await self._run(scripts.LAST_EVENT_ID_SET, keys, args) == 1:
+            raise SessionNotFoundError(session_id)
+
+    @_redis_hook
+    async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
+        _, key, events = self._layout.session_keys(session_id)
+        outcome = await self._run(scripts.LAST_EVENT_ID_GET, (key, events), (now_ms,))
+        if outcome[0] == 1:
+            raise SessionNotFoundError(session_id)
+        return None if len(outcome) < 2 or outcome[1] is None else str(outcome[1].decode())
+
+    @_redis_hook
+    async def event_append(
+        self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
+    ) -> str:
+        shard, key, events = self._layout.session_keys(session_id)
+        keys = (key, events, self._layout.handles(shard))
+        value = b"p" if data is None else b"d" + data
+        args = (stream_id, value, retention, now_ms, self._grace_ms, shard, self._layout.shards)
+        outcome = await self._run(scripts.EVENT_APPEND, keys, args)
+        if outcome[0] == 1:
+            raise SessionNotFoundError(session_id)
+        return f"{outcome[1].decode()}-{outcome[2].decode()}-{session_id}"
+
+    @_redis_hook
+    async def event_replay(
+        self, event_id: str, session_id: str | None, now_ms: int
+    ) -> tuple[str, Sequence[Event]]:
+        # Ids are "{handle}-{sequence}-{session id}": the session locates the keys.
+        match = _EVENT_ID.match(event_id)
+        if match is None or (session_id is not None and match[3] != session_id):
+            raise EventNotFoundError(event_id)
+        handle, seq, owner = match[1], int(match[2]), match[3]
+        _, key, events = self._layout.session_keys(owner)
+        outcome = await self._run(scripts.EVENT_REPLAY, (key, events), (handle, seq, now_ms))
+        if outcome[0] == 1:
+            raise EventNotFoundError(event_id)
+        if outcome[0] == 3:
+            raise EventNotFoundError(event_id, evicted=True)
+        stream_id = outcome[1].decode()
+        replayed = []
+        for offset, value in enumerate(outcome[2:], start=seq + 1):
+            if value is not None:  # always present while the session lives; defensive
+                data = None if value == b"p" else bytes(value[1:])
+                replayed.append(Event(f"{handle}-{offset}-{owner}", stream_id, data))
+        return stream_id, replayed
+
+    @_redis_hook
+    async def store_clear(self) -> None:
+        layout = self._layout
+
+        async def clear(shard: int) -> None:
+            keys = (layout.deadline_index(shard), layout.name_index(shard))
+            while (
+                int(await self._run(scripts.CLEAR, keys, (_BATCH, layout.bases[shard]))) == _BATCH
+            ):
+                pass
+
+        await self._each_shard(clear)
+
+    @hookimpl
+    async def store_close(self) -> None:
+        try:
+            await self._client.aclose()
+        except UNAVAILABLE as exc:
+            raise unavailable(exc, self._endpoint) from exc
+
+
+def create_backend(
+    spec: str,
+    *,
+    namespace: str,
+    key_prefix: str = "sessionstore",
+    timeout: float = 5.0,
+    connect_timeout: float | None = None,
+    max_connections: int | None = None,
+    shards: int | None = None,
+    expiry_grace: float = 60.0,
+    tls_ca_file: str | None = None,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+    tls_check_hostname: bool = True,
+) -> RedisBackend:
+    """The entry point: ``open_store("redis://...", **options)`` calls this.
+
+    Options: ``key_prefix`` (start of every key, default ``sessionstore``); ``timeout`` (seconds
+    a command may take before :class:`~sessionstore.StoreUnavailableError`, default 5);
+    ``connect_timeout`` (default: ``timeout``); ``max_connections`` (pool size; default
+    unbounded on one server, 100 per node on a cluster); ``shards`` (hash slots a namespace
+    spreads over: default 1 on one server, 16 on a cluster; every client of a namespace must use
+    the same); ``expiry_grace`` (seconds the native key TTL runs past a session's deadline,
+    default 60: covers clock differences between hosts); ``tls_ca_file``, ``tls_cert_file``,
+    ``tls_key_file``, ``tls_check_hostname`` for ``rediss://``.
+    """
+    endpoint = parse_spec(spec)
+    if not isinstance(key_prefix, str) or not _KEY_PREFIX.match(key_prefix):
+        raise ConfigurationError(
+            f"key_prefix {key_prefix!r} must be 1-64 characters of A-Z a-z 0-9 _ . : -"
+        )
+    timeout = _seconds("timeout", timeout)
+    connect_timeout = (
+        timeout if connect_timeout is None else _seconds("connect_timeout", connect_timeout)
+    )
+    grace = _seconds("expiry_grace", expiry_grace, allow_zero=True)
+    if max_connections is not None and (type(max_connections) is not int or max_connections < 1):
+        raise ConfigurationError(f"max_connections must be a positive int, not {max_connections!r}")
+    if shards is None:
+        shards = DEFAULT_CLUSTER_SHARDS if endpoint.cluster else 1
+    if type(shards) is not int or not 1 <= shards <= 1024:
+        raise ConfigurationError(f"shards must be an int from 1 to 1024, not {shards!r}")
+    for name, value in (
+        ("tls_ca_file", tls_ca_file),
+        ("tls_cert_file", tls_cert_file),
+        ("tls_key_file", tls_key_file),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a path (str), not {type(value).__name__}")
+    given = [
+        n
+        for n, v in (
+            ("tls_ca_file", tls_ca_file),
+            ("tls_cert_file", tls_cert_file),
+            ("tls_key_file", tls_key_file),
+        )
+        if v is not None
+    ]
+    if given and not endpoint.tls:
+        raise ConfigurationError(
+            f"{', '.join(given)} given for {endpoint.display!r}, which is not a rediss:// URL"
+        )
+    client = open_client(
+        endpoint,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        max_connections=max_connections,
+        tls_ca_file=tls_ca_file,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
+        tls_check_hostname=bool(tls_check_hostname),
+    )
+    return RedisBackend(
+        client, endpoint, Layout(key_prefix, namespace, shards), grace_ms=math.ceil(grace * 1000)
+    )
+
+
+def _seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, not {value!r}")
+    return float(value)

@@ -1,0 +1,268 @@
+"""The Lua scripts: one per write, each atomic because Redis runs a script alone.
+
+Every script takes the caller's clock as ``now`` (milliseconds), so expiry follows the store's
+clock, as on every backend; the server's own clock only drives the native key TTLs, which are set
+``grace`` milliseconds past the deadline and so never remove a session the caller still sees as
+live. A session's keys and its shard's indexes share one hash tag (see :mod:`.layout`), so a
+script's keys always lie in one slot.
+
+Return codes: ``0`` done, ``1`` no live session, ``2`` compare-and-set refused, ``3`` evicted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["Script"]
+
+_PRELUDE = """
+local ZERO8 = string.rep('\\0', 8)
+local function fmt(n) return string.format('%.0f', n) end
+local function deadline_of(v)
+  local a, b, c, d, e, f, g, h = string.byte(v, 10, 17)
+  return ((((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f) * 256 + g) * 256 + h
+end
+local function is_live(v, now)
+  if not v then return false end
+  local d = deadline_of(v)
+  return d == 0 or d > now
+end
+local function ttl_of(deadline, now, grace)
+  if deadline == 0 then return 0 end
+  return math.max(deadline - now, 0) + grace
+end
+local function score_of(deadline)
+  if deadline == 0 then return '+inf' end
+  return fmt(deadline)
+end
+local function set_record(key, value, ttl)
+  if ttl > 0 then
+    redis.call('SET', key, value, 'PX', fmt(ttl))
+  else
+    redis.call('SET', key, value)
+  end
+end
+local function expire(key, ttl)
+  if ttl > 0 then redis.call('PEXPIRE', key, fmt(ttl)) else redis.call('PERSIST', key) end
+end
+"""
+
+
+class Script:
+    """A Lua script, called by its SHA1 (``EVALSHA``) and loaded again on ``NOSCRIPT``."""
+
+    def __init__(self, name: str, body: str) -> None:
+        self.name = name
+        self.source = _PRELUDE + body
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+
+# KEYS: record, events, deadline index, name index.
+# ARGV: value, deadline, now, grace, id.
+CREATE = Script(
+    "create",
+    """
+local now = tonumber(ARGV[3])
+if is_live(redis.call('GET', KEYS[1]), now) then return 1 end
+redis.call('DEL', KEYS[2])  -- an expired predecessor's events never carry over
+local deadline = tonumber(ARGV[2])
+set_record(KEYS[1], ARGV[1], ttl_of(deadline, now, tonumber(ARGV[4])))
+redis.call('ZADD', KEYS[3], score_of(deadline), ARGV[5])
+redis.call('ZADD', KEYS[4], 0, ARGV[5])
+return 0
+""",
+)
+
+# KEYS: record, events, deadline index.
+# ARGV: value, expected version (8 bytes), deadline, now, grace, id.
+UPDATE = Script(
+    "update",
+    """
+local now = tonumber(ARGV[4])
+local cur = redis.call('GET', KEYS[1])
+if not is_live(cur, now) then return 1 end
+if string.sub(cur, 2, 9) ~= ARGV[2] then return 2 end
+local value = ARGV[1]
+local incarnation, stored = string.sub(value, 18, 25), string.sub(cur, 18, 25)
+if incarnation ~= stored then
+  if incarnation ~= ZERO8 then return 2 end
+  value = string.sub(value, 1, 17) .. stored .. string.sub(value, 26)
+end
+local deadline = tonumber(ARGV[3])
+local ttl = ttl_of(deadline, now, tonumber(ARGV[5]))
+set_record(KEYS[1], value, ttl)
+expire(KEYS[2], ttl)
+redis.call('ZADD', KEYS[3], score_of(deadline), ARGV[6])
+return 0
+""",
+)
+
+# KEYS: record 1..n, events 1..n, deadline index (all of one shard).
+# ARGV: now, grace, check only ('1' or '0'), then per record: id, value, expected version, deadline.
+# Returns {code, ids}: 1 with every missing id, else 2 with every stale id, else 0.
+UPDATE_MANY = Script(
+    "update_many",
+    """
+local n = (#KEYS - 1) / 2
+local index = KEYS[#KEYS]
+local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+local missing, stale, current = {}, {}, {}
+for i = 1, n do
+  local at = 4 + (i - 1) * 4
+  local cur = redis.call('GET', KEYS[i])
+  if not is_live(cur, now) then
+    missing[#missing + 1] = ARGV[at]
+  else
+    current[i] = cur
+    local incarnation = string.sub(ARGV[at + 1], 18, 25)
+    if string.sub(cur, 2, 9) ~= ARGV[at + 2]
+        or (incarnation ~= ZERO8 and incarnation ~= string.sub(cur, 18, 25)) then
+      stale[#stale + 1] = ARGV[at]
+    end
+  end
+end
+if #missing > 0 then return {1, missing} end
+if #stale > 0 then return {2, stale} end
+if ARGV[3] == '1' then return {0, {}} end
+for i = 1, n do
+  local at = 4 + (i - 1) * 4
+  local value = ARGV[at + 1]
+  value = string.sub(value, 1, 17) .. string.sub(current[i], 18, 25) .. string.sub(value, 26)
+  local deadline = tonumber(ARGV[at + 3])
+  local ttl = ttl_of(deadline, now, grace)
+  set_record(KEYS[i], value, ttl)
+  expire(KEYS[n + i], ttl)
+  redis.call('ZADD', index, score_of(deadline), ARGV[at])
+end
+return {0, {}}
+""",
+)
+
+# KEYS: record, events, deadline index, name index.  ARGV: now, id.  Returns 1 if it was live.
+DELETE = Script(
+    "delete",
+    """
+local live = is_live(redis.call('GET', KEYS[1]), tonumber(ARGV[1]))
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+if live then return 1 end
+return 0
+""",
+)
+
+# KEYS: record, events, deadline index.
+# ARGV: event id, deadline, deadline (8 bytes), now, grace, id.
+LAST_EVENT_ID_SET = Script(
+    "last_event_id_set",
+    """
+local now = tonumber(ARGV[4])
+if not is_live(redis.call('GET', KEYS[1]), now) then return 1 end
+redis.call('SETRANGE', KEYS[1], 9, ARGV[3])  -- the deadline; payload and version stay
+local deadline = tonumber(ARGV[2])
+local ttl = ttl_of(deadline, now, tonumber(ARGV[5]))
+expire(KEYS[1], ttl)
+redis.call('HSET', KEYS[2], 'l', ARGV[1])
+expire(KEYS[2], ttl)
+redis.call('ZADD', KEYS[3], score_of(deadline), ARGV[6])
+return 0
+""",
+)
+
+# KEYS: record, events.  ARGV: now.  Returns {1} or {0, last event id or nil}.
+LAST_EVENT_ID_GET = Script(
+    "last_event_id_get",
+    """
+if not is_live(redis.call('GET', KEYS[1]), tonumber(ARGV[1])) then return {1} end
+return {0, redis.call('HGET', KEYS[2], 'l')}
+""",
+)
+
+# KEYS: record, events, the shard's handle counter.
+# ARGV: stream id, value, retention, now, grace, shard, shard count.
+# Returns {1} or {0, handle, sequence}. Events hash fields: m:<stream id> -> handle,
+# t:<handle> -> stream id, n:<handle> -> last sequence, f:<handle> -> first kept sequence,
+# <handle>:<sequence> -> the event ('d' .. data, or 'p' for a priming event).
+EVENT_APPEND = Script(
+    "event_append",
+    """
+local now = tonumber(ARGV[4])
+local cur = redis.call('GET', KEYS[1])
+if not is_live(cur, now) then return {1} end
+local handle = redis.call('HGET', KEYS[2], 'm:' .. ARGV[1])
+if not handle then
+  local counter = redis.call('HINCRBY', KEYS[3], 'next', 1)
+  handle = fmt((counter - 1) * tonumber(ARGV[7]) + tonumber(ARGV[6]) + 1)
+  redis.call('HSET', KEYS[2], 'm:' .. ARGV[1], handle, 't:' .. handle, ARGV[1], 'f:' .. handle, 1)
+end
+local seq = redis.call('HINCRBY', KEYS[2], 'n:' .. handle, 1)
+redis.call('HSET', KEYS[2], handle .. ':' .. fmt(seq), ARGV[2])
+local first = tonumber(redis.call('HGET', KEYS[2], 'f:' .. handle))
+local keep = tonumber(ARGV[3])
+if seq - first + 1 > keep then
+  for s = first, seq - keep do redis.call('HDEL', KEYS[2], handle .. ':' .. fmt(s)) end
+  redis.call('HSET', KEYS[2], 'f:' .. handle, fmt(seq - keep + 1))
+end
+expire(KEYS[2], ttl_of(deadline_of(cur), now, tonumber(ARGV[5])))
+return {0, handle, fmt(seq)}
+""",
+)
+
+# KEYS: record, events.  ARGV: handle, sequence, now.
+# Returns {1} unknown, {3} evicted, or {0, stream id, event after event...}.
+EVENT_REPLAY = Script(
+    "event_replay",
+    """
+if not is_live(redis.call('GET', KEYS[1]), tonumber(ARGV[3])) then return {1} end
+local handle, seq = ARGV[1], tonumber(ARGV[2])
+local stream = redis.call('HGET', KEYS[2], 't:' .. handle)
+if not stream then return {1} end
+local last = tonumber(redis.call('HGET', KEYS[2], 'n:' .. handle))
+if seq > last then return {1} end
+if seq < tonumber(redis.call('HGET', KEYS[2], 'f:' .. handle)) then return {3} end
+local out = {0, stream}
+local s = seq + 1
+while s <= last do
+  local fields = {}
+  local upto = math.min(last, s + 999)
+  for i = s, upto do fields[#fields + 1] = handle .. ':' .. fmt(i) end
+  local values = redis.call('HMGET', KEYS[2], unpack(fields))
+  for i = 1, #values do out[#out + 1] = values[i] end
+  s = upto + 1
+end
+return out
+""",
+)
+
+# KEYS: deadline index, name index.  ARGV: now, limit, shard key base.
+# Removes up to ``limit`` expired sessions of the shard; returns how many. The record and events
+# keys are built here from the base: they carry the same hash tag, so they are in this slot.
+PURGE = Script(
+    "purge",
+    """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[3] .. 's:' .. id, ARGV[3] .. 'e:' .. id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+return #ids
+""",
+)
+
+# KEYS: deadline index, name index.  ARGV: limit, shard key base.
+# Removes up to ``limit`` sessions of the shard, and the indexes once none is left. The handle
+# counter stays: a handle is never handed out twice, so no old event id names a new stream.
+CLEAR = Script(
+    "clear",
+    """
+local ids = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[1]) - 1)
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[2] .. 's:' .. id, ARGV[2] .. 'e:' .. id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+if #ids < tonumber(ARGV[1]) then redis.call('DEL', KEYS[1], KEYS[2]) end
+return #ids
+""",
+)
