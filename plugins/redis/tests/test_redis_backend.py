@@ -410,3 +410,25 @@ async def test_a_server_killed_mid_run_is_unavailable_then_recovers(
         assert (await store.update_session(again)).version == 2
         with pytest.raises(ConflictError):
             await store.update_session(again.model_copy(update={"version": 1}))
+
+
+async def test_a_server_killed_during_operations_fails_them_promptly(
+    redis_server: RedisServer,
+) -> None:
+    async with open_store(redis_server.url, timeout=2) as store:
+        await store.create_session(session("warm"))
+
+        async def write(n: int) -> str:
+            created = await store.create_session(session(f"w{n}", pad="x" * 2000))
+            for _ in range(20):
+                created = await store.update_session(created)
+            return created.id
+
+        asyncio.get_running_loop().call_later(0.05, redis_server.kill)
+        started = time.monotonic()
+        results = await asyncio.gather(*(write(n) for n in range(200)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures, "the kill came after every write: nothing was interrupted"
+    assert all(isinstance(f, StoreUnavailableError) for f in failures), failures[:3]
+    assert elapsed < 4  # bounded by the timeout, never a hang
