@@ -28,6 +28,7 @@ from .errors import (
     StoreUnavailableError,
     UnknownBackendError,
 )
+from .fallback import FallbackConflict, FallbackMiddleware
 from .hookspecs import hookimpl
 from .metrics import MetricsMiddleware, OperationStats
 from .middleware import OperationMiddleware
@@ -62,6 +63,8 @@ __all__ = [
     "CorruptRecordError",
     "Event",
     "EventNotFoundError",
+    "FallbackConflict",
+    "FallbackMiddleware",
     "InvalidSessionError",
     "MetricsMiddleware",
     "OperationMiddleware",

@@ -11,7 +11,7 @@ import inspect
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from math import inf
 from types import CoroutineType, TracebackType
@@ -28,6 +28,7 @@ from .errors import (
     SessionStoreError,
     StoreClosedError,
 )
+from .fallback import FallbackMiddleware, check_fallback_options
 from .models import Session, validate_session_id
 from .plugins import (
     BackendFactory,
@@ -58,6 +59,8 @@ def open_store(
     page_size: int = 500,
     modify_attempts: int = 50,
     middleware: Iterable[object] = (),
+    fallback: str | BackendFactory | None = None,
+    fallback_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> SessionStore:
     """Open a store on the backend that ``spec`` names, resolving the backend now.
@@ -79,6 +82,11 @@ def open_store(
     * ``page_size``: sessions fetched per round by ``iter_sessions``.
     * ``modify_attempts``: how many times ``modify_session`` tries before giving up.
     * ``middleware``: plugins whose ``@hookimpl(wrapper=True)`` hooks wrap the backend's.
+    * ``fallback``: a second spec (typically ``"memory"``), opened with the same namespace, that
+      serves sessions while this backend is unreachable, behind a circuit breaker; see
+      :mod:`sessionstore.fallback`. ``fallback_options`` tunes it: ``failures``, ``probe_after``,
+      ``cache_size``, ``on_conflict``, ``clock``. The store exposes it as
+      :attr:`SessionStore.fallback`.
 
     Any other keyword goes to the backend; one it does not accept raises
     :class:`~sessionstore.ConfigurationError` naming it. An unknown backend raises
@@ -99,17 +107,26 @@ def open_store(
             raise ConfigurationError(f"{option} must be an int >= {lowest}, not {value!r}")
     if clock is not None and not callable(clock):
         raise ConfigurationError("clock must be a function returning seconds since the epoch")
-    if isinstance(spec, str):
-        name = backend_name_of(spec)
-        factory = load_backend_factory(name)
-        spec_text = spec
-    elif callable(spec):
-        factory = spec
-        name = getattr(spec, "__qualname__", type(spec).__name__)
-        spec_text = f"{getattr(spec, '__module__', '?')}:{name}"
-    else:
-        raise ConfigurationError(f"a store spec must be a str, not {type(spec).__name__}")
+    if fallback is None and fallback_options is not None:
+        raise ConfigurationError("fallback_options given without fallback")
+    fallback_settings = check_fallback_options(fallback_options)
+    factory, name, spec_text = _resolve(spec)
+    fallback_middleware = None
+    if fallback is not None:
+        # Opened first (usually in-process): if it fails, no connection of the primary leaks.
+        fallback_factory, fallback_name, fallback_text = _resolve(fallback, "fallback spec")
+        fallback_backend = _build_backend(
+            fallback_factory, fallback_name, fallback_text, namespace, {}
+        )
     backend = _build_backend(factory, name, spec_text, namespace, options)
+    if fallback is not None:
+        fallback_middleware = FallbackMiddleware(
+            backend,
+            fallback_backend,
+            primary_name=name,
+            fallback_name=fallback_name,
+            **fallback_settings,
+        )
     return SessionStore(
         backend,
         backend_name=name,
@@ -121,7 +138,20 @@ def open_store(
         page_size=page_size,
         modify_attempts=modify_attempts,
         middleware=tuple(middleware),
+        fallback=fallback_middleware,
     )
+
+
+def _resolve(spec: object, what: str = "store spec") -> tuple[BackendFactory, str, str]:
+    """Return the factory, the backend name and a description of a spec (a name, URL or
+    factory), importing only that backend."""
+    if isinstance(spec, str):
+        name = backend_name_of(spec)
+        return load_backend_factory(name), name, spec
+    if callable(spec):
+        name = getattr(spec, "__qualname__", type(spec).__name__)
+        return spec, name, f"{getattr(spec, '__module__', '?')}:{name}"
+    raise ConfigurationError(f"a {what} must be a str, not {type(spec).__name__}")
 
 
 def _ttl_ms(ttl: float | timedelta | None) -> int | None:
@@ -185,7 +215,10 @@ class SessionStore:
         page_size: int,
         modify_attempts: int,
         middleware: tuple[object, ...] = (),
+        fallback: FallbackMiddleware | None = None,
     ) -> None:
+        if fallback is not None:  # innermost: other middleware see what the caller sees
+            middleware = (fallback, *middleware)
         self._pm = bind_plugins(backend, backend_name, middleware)
         self._backend = backend
         self._middleware = middleware
@@ -198,6 +231,7 @@ class SessionStore:
         self._event_retention = event_retention
         self._page_size = page_size
         self._modify_attempts = modify_attempts
+        self._fallback = fallback
         self._closed = False
 
     # -- description -------------------------------------------------------------------------
@@ -219,6 +253,12 @@ class SessionStore:
     def ttl(self) -> timedelta | None:
         """The idle lifetime of sessions, or ``None``."""
         return None if self._ttl_ms is None else timedelta(milliseconds=self._ttl_ms)
+
+    @property
+    def fallback(self) -> FallbackMiddleware | None:
+        """The fallback's circuit breaker (``state``, ``conflicts``...), or ``None`` when the
+        store was opened without ``fallback``."""
+        return self._fallback
 
     @property
     def capabilities(self) -> dict[Capability, str]:
