@@ -15,6 +15,7 @@ from sessionstore import (
     ConflictError,
     Event,
     EventNotFoundError,
+    SessionDump,
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
@@ -62,6 +63,14 @@ class Delegating:
     @hookimpl
     async def session_count(self, now_ms: int) -> int:
         return self.inner.session_count(now_ms)
+
+    @hookimpl
+    async def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
+        return self.inner.session_dump(session_id, now_ms)
+
+    @hookimpl
+    async def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:
+        return self.inner.session_load(dump, retention, now_ms)
 
     @hookimpl
     async def session_page(
@@ -318,6 +327,16 @@ class JoinedKeys(Delegating):
             raise SessionNotFoundError(record.id) from None
 
     @hookimpl
+    async def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
+        dump = self.inner.session_dump(self.prefix + session_id, now_ms)
+        return None if dump is None else dump._replace(record=self._out(dump.record))
+
+    @hookimpl
+    async def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:
+        record = dump.record._replace(id=self.prefix + dump.record.id)
+        return self.inner.session_load(dump._replace(record=record), retention, now_ms)
+
+    @hookimpl
     async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
         try:
             self.inner.session_update_many(
@@ -390,6 +409,15 @@ class JoinedKeys(Delegating):
                 self.inner.session_delete(record.id, 0)
 
 
+class LoadRestartsVersions(Delegating):
+    """Loads a dumped session as if it were new: version 1 and a fresh incarnation."""
+
+    @hookimpl
+    async def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:
+        record = dump.record._replace(version=1, incarnation=dump.record.incarnation + 1)
+        return self.inner.session_load(dump._replace(record=record), retention, now_ms)
+
+
 def _joined_keys(spec: str, *, namespace: str) -> JoinedKeys:
     return JoinedKeys(create_backend("memory://teeth-JoinedKeys", namespace="all"), namespace)
 
@@ -416,6 +444,7 @@ replay_ignores_session = _factory(ReplayIgnoresSession)
 forgets_evictions = _factory(ForgetsEvictions)
 offset_paging = _factory(OffsetPaging)
 joined_namespace_keys = _joined_keys
+load_restarts_versions = _factory(LoadRestartsVersions)
 
 # broken backend -> contract tests that must fail on it
 EXPECTED_FAILURES: dict[str, set[str]] = {
@@ -450,4 +479,5 @@ EXPECTED_FAILURES: dict[str, set[str]] = {
     "forgets_evictions": {"test_evicted_cursor_is_reported", "test_state_machine"},
     "offset_paging": {"test_iter_sessions_while_the_store_changes"},
     "joined_namespace_keys": {"test_namespaces_that_prefix_each_other_stay_apart"},
+    "load_restarts_versions": {"test_dump_and_load_copy_a_session_whole"},
 }

@@ -13,6 +13,7 @@ from sessionstore import (
     ConflictError,
     Event,
     EventNotFoundError,
+    SessionDump,
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
@@ -155,6 +156,38 @@ class DictBackend:
                 later = self.events[index + 1 :]
                 return stream, [Event(e, s, d) for e, o, s, d in later if (o, s) == (sid, stream)]
         raise EventNotFoundError(event_id)
+
+    @hookimpl
+    async def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
+        self.calls.append("session_dump")
+        record = self._live(session_id, now_ms)
+        if record is None:
+            return None
+        streams: dict[str, list[bytes | None]] = {}
+        for _, owner, stream, data in self.events:
+            if owner == session_id:
+                streams.setdefault(stream, []).append(data)
+        return SessionDump(
+            record,
+            self.last_event_ids.get(session_id),
+            tuple((stream, tuple(data)) for stream, data in streams.items()),
+        )
+
+    @hookimpl
+    async def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:
+        self.calls.append("session_load")
+        session_id = dump.record.id
+        if self._live(session_id, now_ms) is not None:
+            return False
+        self.events = [e for e in self.events if e[1] != session_id]
+        self.records[session_id] = dump.record
+        self.last_event_ids.pop(session_id, None)
+        if dump.last_event_id is not None:
+            self.last_event_ids[session_id] = dump.last_event_id
+        for stream, events in dump.streams:
+            for data in events[-retention:]:
+                self.events.append((f"e{len(self.events) + 1}", session_id, stream, data))
+        return True
 
     @hookimpl
     async def store_clear(self) -> None:

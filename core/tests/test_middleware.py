@@ -118,8 +118,10 @@ async def test_operation_middleware_wraps_every_async_hook() -> None:
         await store.get_last_event_id("s")
         event = await store.append_event("s", "st", b"x")
         await store.replay_events_after(event)
+        dump = await store.dump_session("s")
         await store.purge_expired()
         await store.delete_session("s")
+        assert await store.load_session(dump)
         await store.clear()
     entered = {entry[2:] for entry in log if entry.startswith("t>")}
     assert entered == set(ASYNC_HOOKS)

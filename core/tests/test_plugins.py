@@ -207,7 +207,7 @@ def test_backend_missing_hooks_is_refused_naming_every_one() -> None:
         open_store(factory)
     message = str(info.value)
     expected_missing = set(ASYNC_HOOKS) - {"session_get", "store_close"}
-    assert len(expected_missing) == 13
+    assert len(expected_missing) == 15
     for hook in expected_missing:
         assert f"missing hook {hook}" in message
     assert "session_get" not in message.replace("session_get_many", "")

@@ -703,6 +703,82 @@ class StoreContract:
 
         sessionstore_target.run(scenario)
 
+    # -- moving sessions between stores ----------------------------------------------------------
+
+    def test_dump_and_load_copy_a_session_whole(self, sessionstore_target: ContractTarget) -> None:
+        """A dumped session loads elsewhere as it was: record, last event id, every stream's events;
+        compare-and-set goes on from the same version; a live session is never overwritten."""
+
+        async def scenario(store: SessionStore) -> None:
+            moved = await store.create_session(_session("moved", metadata={"step": 1}))
+            moved.metadata = {"step": 2}
+            moved = await store.update_session(moved)
+            await store.store_last_event_id("moved", "ev-9")
+            for stream_id, data in (("a", b"1"), ("b", None), ("a", b"2"), ("c", b"3")):
+                await store.append_event("moved", stream_id, data)
+            await store.create_session(_session("plain"))
+            dump = await store.dump_session("moved")
+            assert (dump.record.id, dump.record.version) == ("moved", 2)
+            assert dump.last_event_id == "ev-9"
+            assert dump.streams == (("a", (b"1", b"2")), ("b", (None,)), ("c", (b"3",)))
+            assert (await store.dump_session("plain")).streams == ()
+            target = sessionstore_target.open()
+            try:
+                assert await target.load_session(dump) is True
+                assert await target.load_session(dump) is False  # live: nothing written
+                assert await target.get_session("moved") == moved
+                assert await target.get_last_event_id("moved") == "ev-9"
+                assert await target.dump_session("moved") == dump
+                assert await target.load_session(await store.dump_session("plain")) is True
+                assert sorted([d.record.id async for d in target.iter_dumps()]) == [
+                    "moved",
+                    "plain",
+                ]
+                moved.metadata = {"step": 3}
+                assert (await target.update_session(moved)).version == 3
+                stale = await store.get_session("moved")  # version 2, in the source
+                with pytest.raises(ConflictError):
+                    await target.update_session(stale)
+                new_id = await target.append_event("moved", "a", b"4")
+                _, events = await target.replay_events_after(new_id)
+                assert events == []
+            finally:
+                try:
+                    await target.clear()
+                finally:
+                    await target.aclose()
+
+        sessionstore_target.run(scenario)
+
+    def test_load_keeps_the_deadline_and_skips_expired_dumps(
+        self, sessionstore_target: ContractTarget
+    ) -> None:
+        sessionstore_target.require(Capability.CONTROLLABLE_CLOCK)
+        clock = ManualClock()
+
+        async def scenario(store: SessionStore) -> None:
+            await store.create_session(_session("timed"))
+            dump = await store.dump_session("timed")
+            assert dump.record.deadline_ms == round(clock() * 1000) + 10_000
+            target = sessionstore_target.open(clock=clock)  # no ttl of its own
+            try:
+                clock.advance(5)
+                assert await target.load_session(dump) is True
+                clock.advance(4.999)
+                assert (await target.get_session("timed")).version == 1
+                clock.advance(0.001)
+                with pytest.raises(SessionNotFoundError):
+                    await target.get_session("timed")
+                assert await target.load_session(dump) is False  # its deadline has passed
+                assert await target.count_sessions() == 0
+            finally:
+                try:
+                    await target.clear()
+                finally:
+                    await target.aclose()
+
+        sessionstore_target.run(scenario, ttl=10, clock=clock)
+
     # -- everything together ------------------------------------------------------------------
 
     def test_state_machine(self, sessionstore_target: ContractTarget) -> None:

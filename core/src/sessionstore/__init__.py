@@ -41,7 +41,7 @@ from .models import (
     validate_session_id,
 )
 from .plugins import ENTRY_POINT_GROUP, BackendInfo, installed_backends
-from .records import Event, SessionRecord
+from .records import Event, SessionDump, SessionRecord
 from .store import SessionStore, open_store
 from .urls import redact_url
 
@@ -71,6 +71,7 @@ __all__ = [
     "OperationStats",
     "ResponseMode",
     "Session",
+    "SessionDump",
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionRecord",

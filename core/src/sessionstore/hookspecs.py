@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 
 import pluggy
 
-from .records import Event, SessionRecord
+from .records import Event, SessionDump, SessionRecord
 
 __all__ = ["OPTIONAL_HOOKS", "PROJECT_NAME", "SYNC_HOOKS", "hookimpl", "hookspec"]
 
@@ -181,6 +181,26 @@ def event_replay(  # type: ignore[empty-body]
     Never events of another stream or session. Raise :class:`~sessionstore.EventNotFoundError`
     with ``evicted=True`` if the event was dropped by retention, ``evicted=False`` if the id is
     unknown, its session is gone, or ``session_id`` is given and the event belongs to another.
+    """
+
+
+@hookspec(firstresult=True)
+def session_dump(session_id: str, now_ms: int) -> Awaitable[SessionDump | None]:  # type: ignore[empty-body]
+    """Return the live session's record, last event id and every stream's retained events.
+
+    ``None`` if no live session has the id. Streams in the order they were created, each with its
+    events' data oldest first. One consistent view: no write lands between its parts.
+    """
+
+
+@hookspec(firstresult=True)
+def session_load(dump: SessionDump, retention: int, now_ms: int) -> Awaitable[bool]:  # type: ignore[empty-body]
+    """Store ``dump`` as it is, iff no live session has its id; return whether it did.
+
+    The record is kept exactly (version, deadline, incarnation, payload bytes), with its last event
+    id; each stream's events are appended in order under new event ids (at most ``retention`` per
+    stream, the newest). An expired session with the id is replaced whole. All or nothing: a
+    reader sees the whole session or none of it. The core never passes an expired dump.
     """
 
 

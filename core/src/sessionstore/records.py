@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple
 
-__all__ = ["Event", "SessionRecord", "new_record", "parse_event_id"]
+__all__ = ["Event", "SessionDump", "SessionRecord", "new_record", "parse_event_id"]
 
 
 class SessionRecord(NamedTuple):
@@ -65,3 +65,17 @@ class Event(NamedTuple):
     id: str
     stream_id: str
     data: bytes | None
+
+
+class SessionDump(NamedTuple):
+    """Everything a store holds of one session, as ``dump_session`` reads it and ``load_session``
+    writes it back (in this store or another): moving sessions between backends keeps them whole.
+
+    ``streams`` lists each event stream of the session, in the order they were created, with the
+    data of its retained events, oldest first (``None`` for a priming event). Event ids are not
+    kept: a backend hands out its own when the events are loaded.
+    """
+
+    record: SessionRecord
+    last_event_id: str | None
+    streams: tuple[tuple[str, tuple[bytes | None, ...]], ...]

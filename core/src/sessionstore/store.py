@@ -37,7 +37,7 @@ from .plugins import (
     capabilities_of,
     load_backend_factory,
 )
-from .records import Event, new_record
+from .records import Event, SessionDump, new_record
 from .urls import backend_name_of, redact_url
 
 __all__ = ["SessionStore", "open_store"]
@@ -590,6 +590,58 @@ class SessionStore:
         stream_id, events = await self._call("event_replay", event_id, session_id, self._now_ms())
         return stream_id, list(events)
 
+    # -- moving sessions between stores ------------------------------------------------------
+
+    async def dump_session(self, session_id: str) -> SessionDump:
+        """Return everything the store holds of the live session: record (version, deadline,
+        incarnation, payload), last event id, and the retained events of each stream.
+
+        Raises :class:`SessionNotFoundError` if it is not live. Pass the result to
+        :meth:`load_session` of this or another store (another backend) to copy the session.
+        """
+        validate_session_id(session_id)
+        dump = await self._call("session_dump", session_id, self._now_ms())
+        if dump is None:
+            raise SessionNotFoundError(session_id)
+        return _checked_dump(dump)
+
+    async def iter_dumps(self) -> AsyncIterator[SessionDump]:
+        """Yield the dump of every live session once, ``page_size`` at a time (bounded memory).
+
+        The order is the backend's paging order (by id within each backend's pages). A session
+        deleted or expired between its page and its dump is skipped.
+        """
+        cursor: str | None = None
+        while True:
+            records, cursor = await self._call(
+                "session_page", cursor, self._page_size, self._now_ms()
+            )
+            for record in records:
+                dump = await self._call("session_dump", record.id, self._now_ms())
+                if dump is not None:
+                    yield _checked_dump(dump)
+            if cursor is None:
+                return
+
+    async def load_session(self, dump: SessionDump) -> bool:
+        """Write a dumped session exactly as it was, if no live session has its id.
+
+        Version, deadline (kept as it is: this store's ``ttl`` does not apply), incarnation,
+        payload and last event id are kept, so a writer holding the session can go on with
+        compare-and-set; each stream's events are appended in order under new event ids (this
+        store's ``event_retention`` applies). Returns whether it was written: ``False`` if a live
+        session has the id or the dump's deadline has passed, and then nothing was written. All or
+        nothing. Raises :class:`CorruptRecordError` if the payload does not decode and
+        :class:`InvalidSessionError` for a malformed dump, before the backend sees it.
+        """
+        dump = _checked_dump(dump, strict=True)
+        decode_session(dump.record)  # refuses a payload no reader could decode
+        now = self._now_ms()
+        deadline = dump.record.deadline_ms
+        if deadline is not None and deadline <= now:
+            return False
+        return bool(await self._call("session_load", dump, self._event_retention, now))
+
 
 class _ClosedHooks:
     def __init__(self, spec: str) -> None:
@@ -597,6 +649,50 @@ class _ClosedHooks:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         raise StoreClosedError(f"store {self._spec} is closed")
+
+
+def _checked_dump(dump: object, *, strict: bool = False) -> SessionDump:
+    """``dump`` as a :class:`SessionDump` of the right types, or InvalidSessionError saying why.
+
+    ``strict`` (a dump from outside, e.g. a file) also checks ids and sizes."""
+    parts: Any = dump
+    try:
+        record, last_event_id, raw_streams = parts
+        session_id, version, deadline, payload, incarnation = record
+        streams = tuple((stream, tuple(events)) for stream, events in raw_streams)
+    except (TypeError, ValueError):
+        raise InvalidSessionError(
+            f"a session dump is (record, last event id, streams), not {dump!r:.80}"
+        ) from None
+    if strict:
+        validate_session_id(session_id)
+        problems = [
+            what
+            for what, bad in (
+                ("version", type(version) is not int or not 1 <= version <= _MAX_VERSION + 1),
+                ("deadline_ms", deadline is not None and type(deadline) is not int),
+                ("payload", type(payload) is not bytes),
+                ("incarnation", type(incarnation) is not int or not 0 <= incarnation < 2**63),
+            )
+            if bad
+        ]
+        if problems:
+            raise InvalidSessionError(
+                f"session dump {session_id!r} has a bad {', '.join(problems)}"
+            )
+        if last_event_id is not None:
+            _check_event_id(last_event_id)
+        for stream, events in streams:
+            _check_stream_id(stream)
+            for data in events:
+                if data is not None and (type(data) is not bytes or len(data) > MAX_RECORD_BYTES):
+                    raise InvalidSessionError(
+                        f"session dump {session_id!r}: an event of stream {stream[:40]!r} is "
+                        "not bytes (or None) within the size limit"
+                    )
+    return SessionDump(
+        new_record((session_id, version, deadline, payload, incarnation)), last_event_id, streams
+    )
 
 
 def _private(session: Session) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sessionstore import (
     ConflictError,
     Event,
     EventNotFoundError,
+    SessionDump,
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
@@ -87,6 +88,16 @@ def _stale(stored: SessionRecord, write: SessionRecord) -> bool:
     )
 
 
+def _push(stream: _Stream, data: bytes | None, retention: int) -> int:
+    """Append an event, evict beyond ``retention``; return its sequence number."""
+    seq = stream.next_seq
+    stream.next_seq += 1
+    stream.events.append((seq, data))
+    while len(stream.events) > retention:
+        stream.events.popleft()
+    return seq
+
+
 def _expired(record: SessionRecord, now_ms: int) -> bool:
     deadline = record.deadline_ms
     return deadline is not None and deadline <= now_ms
@@ -128,6 +139,18 @@ class MemoryBackend:
                     f"memory store is full: {len(self._records)} live sessions, "
                     f"max_sessions={limit}; delete sessions or raise max_sessions"
                 )
+
+    def _stream(self, session_id: str, stream_id: str) -> tuple[int, _Stream]:
+        """The handle and stream ``stream_id`` of the session, created if new."""
+        space = self._space
+        handle = space.stream_handles.get((session_id, stream_id))
+        if handle is None:
+            handle = space.next_handle
+            space.next_handle += 1
+            space.stream_handles[(session_id, stream_id)] = handle
+            space.session_streams.setdefault(session_id, []).append((session_id, stream_id))
+            space.streams[handle] = _Stream(session_id, stream_id)
+        return handle, space.streams[handle]
 
     def _purge(self, now_ms: int) -> int:
         expired = [i for i, r in self._space.records.items() if _expired(r, now_ms)]
@@ -289,21 +312,8 @@ class MemoryBackend:
         with self._lock:
             if self._live(session_id, now_ms) is None:
                 raise SessionNotFoundError(session_id)
-            space = self._space
-            handle = space.stream_handles.get((session_id, stream_id))
-            if handle is None:
-                handle = space.next_handle
-                space.next_handle += 1
-                space.stream_handles[(session_id, stream_id)] = handle
-                space.session_streams.setdefault(session_id, []).append((session_id, stream_id))
-                space.streams[handle] = _Stream(session_id, stream_id)
-            stream = space.streams[handle]
-            seq = stream.next_seq
-            stream.next_seq += 1
-            stream.events.append((seq, data))
-            while len(stream.events) > retention:
-                stream.events.popleft()
-            return f"{handle}-{seq}"
+            handle, stream = self._stream(session_id, stream_id)
+            return f"{handle}-{_push(stream, data, retention)}"
 
     @hookimpl
     def event_replay(
@@ -330,6 +340,38 @@ class MemoryBackend:
                 if s > seq
             ]
             return stream.stream_id, events
+
+    @hookimpl
+    def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
+        with self._lock:
+            record = self._live(session_id, now_ms)
+            if record is None:
+                return None
+            space = self._space
+            streams = []
+            for key in space.session_streams.get(session_id, ()):
+                stream = space.streams[space.stream_handles[key]]
+                streams.append((stream.stream_id, tuple(data for _, data in stream.events)))
+            return SessionDump(record, space.last_event_ids.get(session_id), tuple(streams))
+
+    @hookimpl
+    def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:
+        record = dump.record
+        with self._lock:
+            existing = self._records.get(record.id)
+            if existing is not None:
+                if not _expired(existing, now_ms):
+                    return False
+                self._drop(record.id)
+            self._make_room(now_ms)
+            self._records[record.id] = record
+            if dump.last_event_id is not None:
+                self._space.last_event_ids[record.id] = dump.last_event_id
+            for stream_id, events in dump.streams:
+                _, stream = self._stream(record.id, stream_id)
+                for data in events:
+                    _push(stream, data, retention)
+            return True
 
     @hookimpl
     def store_clear(self) -> None:

@@ -25,6 +25,7 @@ from sessionstore import (
     ConflictError,
     Event,
     EventNotFoundError,
+    SessionDump,
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
@@ -339,8 +340,15 @@ class RedisBackend:
     ) -> str:
         shard, key, events = self._layout.session_keys(session_id)
         keys = (key, events, self._layout.handles(shard))
-        value = b"p" if data is None else b"d" + data
-        args = (stream_id, value, retention, now_ms, self._grace_ms, shard, self._layout.shards)
+        args = (
+            stream_id,
+            _event_value(data),
+            retention,
+            now_ms,
+            self._grace_ms,
+            shard,
+            self._layout.shards,
+        )
         outcome = await self._run(scripts.EVENT_APPEND, keys, args)
         if outcome[0] == 1:
             raise SessionNotFoundError(session_id)
@@ -365,9 +373,54 @@ class RedisBackend:
         replayed = []
         for offset, value in enumerate(outcome[2:], start=seq + 1):
             if value is not None:  # always present while the session lives; defensive
-                data = None if value == b"p" else bytes(value[1:])
-                replayed.append(Event(f"{handle}-{offset}-{owner}", stream_id, data))
+                replayed.append(Event(f"{handle}-{offset}-{owner}", stream_id, _event_data(value)))
         return stream_id, replayed
+
+    @_redis_hook
+    async def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
+        _, key, events = self._layout.session_keys(session_id)
+        outcome = await self._run(scripts.DUMP, (key, events), (now_ms,))
+        if outcome[0] == 1:
+            return None
+        record = unpack_record(session_id, outcome[1])
+        last_event_id = None if outcome[2] is None else str(outcome[2].decode())
+        streams = []
+        at = 3
+        while at < len(outcome):
+            stream_id, count = outcome[at].decode(), int(outcome[at + 1])
+            values = outcome[at + 2 : at + 2 + count]
+            streams.append((stream_id, tuple(_event_data(v) for v in values)))
+            at += 2 + count
+        return SessionDump(record, last_event_id, tuple(streams))
+
+    @_redis_hook
+    async def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:
+        record = dump.record
+        shard, key, events = self._layout.session_keys(record.id)
+        keys = (
+            key,
+            events,
+            self._layout.deadline_index(shard),
+            self._layout.name_index(shard),
+            self._layout.handles(shard),
+        )
+        args: list[Any] = [
+            self._value(record),
+            record.deadline_ms or 0,
+            now_ms,
+            self._grace_ms,
+            record.id,
+            "0" if dump.last_event_id is None else "1",
+            dump.last_event_id or "",
+            retention,
+            shard,
+            self._layout.shards,
+            len(dump.streams),
+        ]
+        for stream_id, stream_events in dump.streams:
+            args += (stream_id, len(stream_events))
+            args += (_event_value(data) for data in stream_events)
+        return bool(await self._run(scripts.LOAD, keys, args) == 1)
 
     @_redis_hook
     async def store_clear(self) -> None:
@@ -388,6 +441,15 @@ class RedisBackend:
             await self._client.aclose()
         except UNAVAILABLE as exc:
             raise unavailable(exc, self._endpoint) from exc
+
+
+def _event_value(data: bytes | None) -> bytes:
+    """How an event is stored: ``p`` for a priming event, else ``d`` and its data."""
+    return b"p" if data is None else b"d" + data
+
+
+def _event_data(value: bytes) -> bytes | None:
+    return None if value == b"p" else bytes(value[1:])
 
 
 def create_backend(

@@ -266,3 +266,65 @@ if #ids < tonumber(ARGV[1]) then redis.call('DEL', KEYS[1], KEYS[2]) end
 return #ids
 """,
 )
+
+# KEYS: record, events.  ARGV: now.
+# Returns {1} or {0, record value, last event id or nil, then per stream in handle order:
+# stream id, event count, each event value}.
+DUMP = Script(
+    "dump",
+    """
+local cur = redis.call('GET', KEYS[1])
+if not is_live(cur, tonumber(ARGV[1])) then return {1} end
+local out = {0, cur, redis.call('HGET', KEYS[2], 'l')}
+local handles = {}
+for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if string.sub(name, 1, 2) == 't:' then handles[#handles + 1] = tonumber(string.sub(name, 3)) end
+end
+table.sort(handles)
+for _, number in ipairs(handles) do
+  local handle = fmt(number)
+  local first = tonumber(redis.call('HGET', KEYS[2], 'f:' .. handle))
+  local last = tonumber(redis.call('HGET', KEYS[2], 'n:' .. handle) or 0)
+  out[#out + 1] = redis.call('HGET', KEYS[2], 't:' .. handle)
+  out[#out + 1] = math.max(last - first + 1, 0)
+  for s = first, last do out[#out + 1] = redis.call('HGET', KEYS[2], handle .. ':' .. fmt(s)) end
+end
+return out
+""",
+)
+
+# KEYS: record, events, deadline index, name index, the shard's handle counter.
+# ARGV: value, deadline, now, grace, id, has last event id ('1'/'0'), last event id, retention,
+# shard, shard count, stream count, then per stream: stream id, event count, each event value.
+# Returns 1 if loaded, 0 if a live session has the id (nothing written).
+LOAD = Script(
+    "load",
+    """
+local now = tonumber(ARGV[3])
+if is_live(redis.call('GET', KEYS[1]), now) then return 0 end
+redis.call('DEL', KEYS[2])
+local deadline = tonumber(ARGV[2])
+local ttl = ttl_of(deadline, now, tonumber(ARGV[4]))
+set_record(KEYS[1], ARGV[1], ttl)
+redis.call('ZADD', KEYS[3], score_of(deadline), ARGV[5])
+redis.call('ZADD', KEYS[4], 0, ARGV[5])
+if ARGV[6] == '1' then redis.call('HSET', KEYS[2], 'l', ARGV[7]) end
+local keep = tonumber(ARGV[8])
+local at = 12
+for _ = 1, tonumber(ARGV[11]) do
+  local stream, count = ARGV[at], tonumber(ARGV[at + 1])
+  local counter = redis.call('HINCRBY', KEYS[5], 'next', 1)
+  local handle = fmt((counter - 1) * tonumber(ARGV[10]) + tonumber(ARGV[9]) + 1)
+  local seq = 0
+  for j = math.max(count - keep, 0) + 1, count do
+    seq = seq + 1
+    redis.call('HSET', KEYS[2], handle .. ':' .. fmt(seq), ARGV[at + 1 + j])
+  end
+  redis.call('HSET', KEYS[2], 'm:' .. stream, handle, 't:' .. handle, stream,
+    'f:' .. handle, 1, 'n:' .. handle, seq)
+  at = at + 2 + count
+end
+expire(KEYS[2], ttl)
+return 1
+""",
+)

@@ -32,6 +32,7 @@ from sessionstore import (
     ConflictError,
     Event,
     EventNotFoundError,
+    SessionDump,
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
@@ -422,6 +423,59 @@ class SQLiteBackend:
             raise SessionNotFoundError(session_id)
         last: str | None = row[0]
         return last
+
+    # -- moving sessions ------------------------------------------------------------------------
+
+    @_sql_hook
+    def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT version, deadline, payload, incarnation, last_event_id FROM sessions "
+                f"WHERE namespace = ? AND id = ? AND {_LIVE}",
+                (self._ns, session_id, now_ms),
+            ).fetchone()
+            if row is None:
+                return None
+            streams = []
+            for handle, stream_id in conn.execute(
+                "SELECT handle, stream_id FROM streams WHERE namespace = ? AND session_id = ? "
+                "ORDER BY handle",
+                (self._ns, session_id),
+            ).fetchall():
+                events = conn.execute(
+                    "SELECT data FROM events WHERE handle = ? ORDER BY seq", (handle,)
+                ).fetchall()
+                streams.append((stream_id, tuple(data for (data,) in events)))
+        record = new_record((session_id, row[0], row[1], row[2], row[3]))
+        return SessionDump(record, row[4], tuple(streams))
+
+    @_sql_hook
+    def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:
+        record = dump.record
+        with self._write() as conn:
+            if self._is_live(conn, record.id, now_ms):
+                return False
+            conn.execute(
+                "DELETE FROM sessions WHERE namespace = ? AND id = ?", (self._ns, record.id)
+            )
+            conn.execute(
+                "INSERT INTO sessions "
+                "(namespace, id, version, deadline, payload, incarnation, last_event_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (self._ns, *record[:4], record.incarnation, dump.last_event_id),
+            )
+            for stream_id, events in dump.streams:
+                kept = events[-retention:]
+                (handle,) = conn.execute(
+                    "INSERT INTO streams (namespace, session_id, stream_id, next_seq) "
+                    "VALUES (?, ?, ?, ?) RETURNING handle",
+                    (self._ns, record.id, stream_id, len(kept) + 1),
+                ).fetchone()
+                conn.executemany(
+                    "INSERT INTO events VALUES (?, ?, ?)",
+                    [(handle, seq, data) for seq, data in enumerate(kept, start=1)],
+                )
+        return True
 
     # -- events ---------------------------------------------------------------------------------
 
