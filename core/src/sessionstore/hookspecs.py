@@ -45,8 +45,8 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 """Marks a backend's or a middleware's implementation of a hook."""
 
-OPTIONAL_HOOKS = frozenset({"store_capabilities"})
-"""Hooks a backend may leave out; every other hook is required."""
+OPTIONAL_HOOKS = frozenset({"store_capabilities", "raw_get"})
+"""Hooks a backend may leave out; every other hook is required. Middleware never wrap them."""
 SYNC_HOOKS = frozenset({"store_capabilities"})
 """Hooks that must be plain functions; every other hook is awaited (an ``async def`` or, for a
 backend that never waits, a plain ``def``)."""
@@ -201,6 +201,17 @@ def session_load(dump: SessionDump, retention: int, now_ms: int) -> Awaitable[bo
     id; each stream's events are appended in order under new event ids (at most ``retention`` per
     stream, the newest). An expired session with the id is replaced whole. All or nothing: a
     reader sees the whole session or none of it. The core never passes an expired dump.
+    """
+
+
+@hookspec(firstresult=True)
+def raw_get(session_id: str) -> Awaitable[object]:  # type: ignore[empty-body]
+    """Optional, for benchmarks: do with the driver alone the read ``session_get`` does for
+    ``session_id`` (the same command or statement; no decoding, no checks) and return what the
+    driver returned.
+
+    ``sessionstore bench`` times it next to ``get_session`` to show what the framework costs over
+    the bare driver. Never used to serve data. A backend without a driver (memory) leaves it out.
     """
 
 

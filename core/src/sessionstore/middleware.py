@@ -34,9 +34,11 @@ T = TypeVar("T")
 ASYNC_HOOKS: tuple[str, ...] = tuple(
     name
     for name, value in vars(hookspecs).items()
-    if hasattr(value, f"{hookspecs.PROJECT_NAME}_spec") and name not in hookspecs.SYNC_HOOKS
+    if hasattr(value, f"{hookspecs.PROJECT_NAME}_spec")
+    and name not in hookspecs.SYNC_HOOKS
+    and name not in hookspecs.OPTIONAL_HOOKS
 )
-"""The names of every async hook, i.e. every store operation a middleware can wrap."""
+"""The names of every store operation a middleware can wrap (the async hooks every backend has)."""
 
 
 class OperationMiddleware:

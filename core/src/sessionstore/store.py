@@ -590,6 +590,24 @@ class SessionStore:
         stream_id, events = await self._call("event_replay", event_id, session_id, self._now_ms())
         return stream_id, list(events)
 
+    # -- benchmarks ----------------------------------------------------------------------------
+
+    @property
+    def offers_raw_get(self) -> bool:
+        """Whether the backend implements the optional ``raw_get`` hook (see :meth:`raw_get`)."""
+        return bool(self._pm.hook.raw_get.get_hookimpls())
+
+    async def raw_get(self, session_id: str) -> object:
+        """Do with the backend's driver alone the read :meth:`get_session` does, for benchmarks.
+
+        Returns what the driver returned (nothing is decoded or checked). Raises
+        :class:`ConfigurationError` if the backend offers no such read (:attr:`offers_raw_get`).
+        """
+        validate_session_id(session_id)
+        if not self.offers_raw_get:
+            raise ConfigurationError(f"backend {self._backend_name} offers no raw driver read")
+        return await self._call("raw_get", session_id)
+
     # -- moving sessions between stores ------------------------------------------------------
 
     async def dump_session(self, session_id: str) -> SessionDump:

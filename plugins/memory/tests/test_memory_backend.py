@@ -129,3 +129,13 @@ def test_threads_each_with_their_own_loop_lose_no_increment() -> None:
             return value
 
     assert asyncio.run(check()) == 800
+
+
+def test_memory_offers_no_raw_driver_read() -> None:
+    async def scenario() -> None:
+        async with open_store("memory") as store:
+            assert store.offers_raw_get is False
+            with pytest.raises(ConfigurationError, match="no raw driver read"):
+                await store.raw_get("anything")
+
+    asyncio.run(scenario())

@@ -432,3 +432,15 @@ async def test_a_server_killed_during_operations_fails_them_promptly(
     assert failures, "the kill came after every write: nothing was interrupted"
     assert all(isinstance(f, StoreUnavailableError) for f in failures), failures[:3]
     assert elapsed < 4  # bounded by the timeout, never a hang
+
+
+async def test_raw_get_is_the_same_get_with_the_driver_alone(redis_url: str) -> None:
+    async with open_store(redis_url, namespace=fresh_namespace()) as store:
+        assert store.offers_raw_get
+        created = await store.create_session(session("raw"))
+        raw = await store.raw_get("raw")
+        assert isinstance(raw, bytes)
+        assert raw[0] == 1
+        assert raw.endswith((await store.dump_session("raw")).record.payload)
+        assert created.version == 1
+        assert await store.raw_get("absent") is None

@@ -286,3 +286,16 @@ def test_corrupt_payload_is_reported_not_raised_raw(tmp_path: Path) -> None:
                 await store.get_session("x")
 
     asyncio.run(scenario())
+
+
+def test_raw_get_is_the_same_select_with_the_driver_alone(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_store(f"sqlite:///{tmp_path / 'raw.db'}") as store:
+            assert store.offers_raw_get
+            created = await store.create_session(Session(id="raw", transport="http"))
+            version, deadline, payload, _ = await store.raw_get("raw")  # type: ignore[misc]
+            assert (version, deadline) == (created.version, None)
+            assert payload == (await store.dump_session("raw")).record.payload
+            assert await store.raw_get("absent") is None
+
+    asyncio.run(scenario())

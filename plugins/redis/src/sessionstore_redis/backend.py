@@ -167,6 +167,10 @@ class RedisBackend:
         value = await self._client.get(self._layout.record_key(session_id))
         return self._live(session_id, value, now_ms)
 
+    @hookimpl
+    async def raw_get(self, session_id: str) -> object:
+        return await self._client.get(self._layout.record_key(session_id))
+
     @_redis_hook
     async def session_get_many(
         self, session_ids: Sequence[str], now_ms: int

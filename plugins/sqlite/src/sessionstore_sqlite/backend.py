@@ -298,6 +298,14 @@ class SQLiteBackend:
         ).fetchone()
         return None if row is None else new_record((session_id, *row))
 
+    @hookimpl
+    async def raw_get(self, session_id: str) -> object:
+        return self._conn.execute(
+            "SELECT version, deadline, payload, incarnation FROM sessions "
+            f"WHERE namespace = ? AND id = ? AND {_LIVE}",
+            (self._ns, session_id, int(time.time() * 1000)),
+        ).fetchone()
+
     @_sql_hook
     def session_get_many(
         self, session_ids: Sequence[str], now_ms: int
