@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 PACKAGES := core plugins/memory plugins/sqlite plugins/redis contract_tests
 SOURCES := core/src plugins/memory/src plugins/sqlite/src plugins/redis/src contract_tests/src
 
@@ -39,10 +40,18 @@ contract: $(STAMP)
 
 test: lint typecheck unit contract
 
+# The peers bench_redis.py measures against. If they cannot be installed, the stamp is not
+# written (the next `make bench` tries again) and bench_redis.py says which peer it skipped.
+$(BENCH_STAMP): requirements/bench.txt $(STAMP)
+	@if $(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt; \
+	then touch $@; \
+	else echo "make bench: requirements/bench.txt not installed; the peers will be skipped" >&2; fi
+
 # Speed comparisons, not tests: each prints both sides and their ratio, measured in one run.
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_sqlite.py
+	$(BIN)/python bench/bench_redis.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

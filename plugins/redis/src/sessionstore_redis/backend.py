@@ -191,14 +191,7 @@ class RedisBackend:
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
         shard, key, events = self._layout.session_keys(record.id)
         keys = (key, events, self._layout.deadline_index(shard))
-        args = (
-            self._value(record),
-            pack_u64(record.version - 1),
-            record.deadline_ms or 0,
-            now_ms,
-            self._grace_ms,
-            record.id,
-        )
+        args = (self._value(record), pack_u64(record.version - 1), now_ms, self._grace_ms)
         outcome = await self._run(scripts.UPDATE, keys, args)
         if outcome == 1:
             raise SessionNotFoundError(record.id)

@@ -74,11 +74,12 @@ return 0
 )
 
 # KEYS: record, events, deadline index.
-# ARGV: value, expected version (8 bytes), deadline, now, grace, id.
+# ARGV: value (its header holds the new deadline), expected version (8 bytes), now, grace.
+# The id is the record key's suffix. Lean on purpose: this is the hottest write.
 UPDATE = Script(
     "update",
     """
-local now = tonumber(ARGV[4])
+local now = tonumber(ARGV[3])
 local cur = redis.call('GET', KEYS[1])
 if not is_live(cur, now) then return 1 end
 if string.sub(cur, 2, 9) ~= ARGV[2] then return 2 end
@@ -88,11 +89,14 @@ if incarnation ~= stored then
   if incarnation ~= ZERO8 then return 2 end
   value = string.sub(value, 1, 17) .. stored .. string.sub(value, 26)
 end
-local deadline = tonumber(ARGV[3])
-local ttl = ttl_of(deadline, now, tonumber(ARGV[5]))
+local deadline = deadline_of(value)
+local ttl = ttl_of(deadline, now, tonumber(ARGV[4]))
 set_record(KEYS[1], value, ttl)
-expire(KEYS[2], ttl)
-redis.call('ZADD', KEYS[3], score_of(deadline), ARGV[6])
+if deadline ~= deadline_of(cur) then  -- without a ttl it never moves: nothing more to do
+  expire(KEYS[2], ttl)
+  local id = string.sub(KEYS[1], string.find(KEYS[1], '}:s:', 1, true) + 4)
+  redis.call('ZADD', KEYS[3], score_of(deadline), id)
+end
 return 0
 """,
 )
