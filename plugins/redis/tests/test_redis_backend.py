@@ -444,3 +444,20 @@ async def test_raw_get_is_the_same_get_with_the_driver_alone(redis_url: str) -> 
         assert raw.endswith((await store.dump_session("raw")).record.payload)
         assert created.version == 1
         assert await store.raw_get("absent") is None
+
+
+async def test_clear_leaves_no_key_and_handles_are_not_handed_out_again(
+    redis_url: str, sync_client: redis.Redis
+) -> None:
+    namespace = fresh_namespace()
+    async with open_store(redis_url, namespace=namespace) as store:
+        await store.create_session(session("c"))
+        before = await store.append_event("c", "s", b"old")
+        await store.clear()
+        assert list(sync_client.scan_iter(match=f"sessionstore:{{{namespace}/*")) == []
+        await store.create_session(session("c"))  # the same id, the same stream name
+        after = await store.append_event("c", "s", b"new")
+        assert after != before
+        with pytest.raises(EventNotFoundError):
+            await store.replay_events_after(before)
+        assert sync_client.get(f"sessionstore:{{{namespace}/0}}:layout") is not None  # reclaimed

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import math
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -345,6 +346,7 @@ class RedisBackend:
             self._grace_ms,
             shard,
             self._layout.shards,
+            _handle_seed(),
         )
         outcome = await self._run(scripts.EVENT_APPEND, keys, args)
         if outcome[0] == 1:
@@ -412,6 +414,7 @@ class RedisBackend:
             retention,
             shard,
             self._layout.shards,
+            _handle_seed(),
             len(dump.streams),
         ]
         for stream_id, stream_events in dump.streams:
@@ -424,13 +427,16 @@ class RedisBackend:
         layout = self._layout
 
         async def clear(shard: int) -> None:
-            keys = (layout.deadline_index(shard), layout.name_index(shard))
+            keys = (layout.deadline_index(shard), layout.name_index(shard), layout.handles(shard))
             while (
                 int(await self._run(scripts.CLEAR, keys, (_BATCH, layout.bases[shard]))) == _BATCH
             ):
                 pass
 
         await self._each_shard(clear)
+        # Nothing of the namespace is left, its layout included; the next use claims it again.
+        await self._client.delete(layout.layout_key)
+        self._layout_pending = True
 
     @hookimpl
     async def store_close(self) -> None:
@@ -438,6 +444,11 @@ class RedisBackend:
             await self._client.aclose()
         except UNAVAILABLE as exc:
             raise unavailable(exc, self._endpoint) from exc
+
+
+def _handle_seed() -> int:
+    """Where a shard's stream-handle counter starts when it does not exist yet (see scripts)."""
+    return secrets.randbelow(2**36) + 1
 
 
 def _event_value(data: bytes | None) -> bytes:

@@ -42,6 +42,15 @@ local function set_record(key, value, ttl)
     redis.call('SET', key, value)
   end
 end
+local function next_handle(counter_key, seed, shard, shards)
+  -- The counter starts at a random seed: a namespace cleared and used again does not hand out
+  -- the handles of before, so an old event id never names a new stream.
+  local counter = tonumber(seed)
+  if redis.call('HSETNX', counter_key, 'next', seed) == 0 then
+    counter = redis.call('HINCRBY', counter_key, 'next', 1)
+  end
+  return fmt((counter - 1) * tonumber(shards) + tonumber(shard) + 1)
+end
 local function expire(key, ttl)
   if ttl > 0 then redis.call('PEXPIRE', key, fmt(ttl)) else redis.call('PERSIST', key) end
 end
@@ -183,7 +192,7 @@ return {0, redis.call('HGET', KEYS[2], 'l')}
 )
 
 # KEYS: record, events, the shard's handle counter.
-# ARGV: stream id, value, retention, now, grace, shard, shard count.
+# ARGV: stream id, value, retention, now, grace, shard, shard count, handle seed.
 # Returns {1} or {0, handle, sequence}. Events hash fields: m:<stream id> -> handle,
 # t:<handle> -> stream id, n:<handle> -> last sequence, f:<handle> -> first kept sequence,
 # <handle>:<sequence> -> the event ('d' .. data, or 'p' for a priming event).
@@ -195,8 +204,7 @@ local cur = redis.call('GET', KEYS[1])
 if not is_live(cur, now) then return {1} end
 local handle = redis.call('HGET', KEYS[2], 'm:' .. ARGV[1])
 if not handle then
-  local counter = redis.call('HINCRBY', KEYS[3], 'next', 1)
-  handle = fmt((counter - 1) * tonumber(ARGV[7]) + tonumber(ARGV[6]) + 1)
+  handle = next_handle(KEYS[3], ARGV[8], ARGV[6], ARGV[7])
   redis.call('HSET', KEYS[2], 'm:' .. ARGV[1], handle, 't:' .. handle, ARGV[1], 'f:' .. handle, 1)
 end
 local seq = redis.call('HINCRBY', KEYS[2], 'n:' .. handle, 1)
@@ -254,9 +262,9 @@ return #ids
 """,
 )
 
-# KEYS: deadline index, name index.  ARGV: limit, shard key base.
-# Removes up to ``limit`` sessions of the shard, and the indexes once none is left. The handle
-# counter stays: a handle is never handed out twice, so no old event id names a new stream.
+# KEYS: deadline index, name index, handle counter.  ARGV: limit, shard key base.
+# Removes up to ``limit`` sessions of the shard, and the indexes and handle counter once none is
+# left (the counter restarts at a random seed, see next_handle).
 CLEAR = Script(
     "clear",
     """
@@ -266,7 +274,7 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
 end
-if #ids < tonumber(ARGV[1]) then redis.call('DEL', KEYS[1], KEYS[2]) end
+if #ids < tonumber(ARGV[1]) then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) end
 return #ids
 """,
 )
@@ -299,7 +307,8 @@ return out
 
 # KEYS: record, events, deadline index, name index, the shard's handle counter.
 # ARGV: value, deadline, now, grace, id, has last event id ('1'/'0'), last event id, retention,
-# shard, shard count, stream count, then per stream: stream id, event count, each event value.
+# shard, shard count, handle seed, stream count, then per stream: stream id, event count, each
+# event value.
 # Returns 1 if loaded, 0 if a live session has the id (nothing written).
 LOAD = Script(
     "load",
@@ -314,11 +323,10 @@ redis.call('ZADD', KEYS[3], score_of(deadline), ARGV[5])
 redis.call('ZADD', KEYS[4], 0, ARGV[5])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[2], 'l', ARGV[7]) end
 local keep = tonumber(ARGV[8])
-local at = 12
-for _ = 1, tonumber(ARGV[11]) do
+local at = 13
+for _ = 1, tonumber(ARGV[12]) do
   local stream, count = ARGV[at], tonumber(ARGV[at + 1])
-  local counter = redis.call('HINCRBY', KEYS[5], 'next', 1)
-  local handle = fmt((counter - 1) * tonumber(ARGV[10]) + tonumber(ARGV[9]) + 1)
+  local handle = next_handle(KEYS[5], ARGV[11], ARGV[9], ARGV[10])
   local seq = 0
   for j = math.max(count - keep, 0) + 1, count do
     seq = seq + 1

@@ -547,6 +547,8 @@ class SQLiteBackend:
         with self._write() as conn:
             conn.execute("DELETE FROM sessions WHERE namespace = ?", (self._ns,))
             conn.execute("DELETE FROM streams WHERE namespace = ?", (self._ns,))
+            # Its row count (0 now) too: a cleared namespace leaves nothing behind.
+            conn.execute("DELETE FROM session_counts WHERE namespace = ?", (self._ns,))
 
     @hookimpl
     async def store_close(self) -> None:
