@@ -55,9 +55,10 @@ def _redis_hook(method: Hook[T]) -> Hook[T]:
     @functools.wraps(method)
     async def hook(self: RedisBackend, *args: Any) -> T:
         try:
-            if self._layout_pending:
-                await self._check_layout()
-            return await method(self, *args)
+            async with asyncio.timeout(self._timeout):  # the bound on the whole operation
+                if self._layout_pending:
+                    await self._check_layout()
+                return await method(self, *args)
         except UNAVAILABLE as exc:
             raise unavailable(exc, self._endpoint) from exc
         except ResponseError as exc:
@@ -78,6 +79,7 @@ class RedisBackend:
         layout: Layout,
         *,
         grace_ms: int,
+        timeout: float,
     ) -> None:
         # Typed Any: redis-py types replies as unions over every decode mode; with
         # decode_responses=False (see open_client) they are bytes, lists and ints.
@@ -85,6 +87,7 @@ class RedisBackend:
         self._endpoint = endpoint
         self._layout = layout
         self._grace_ms = grace_ms
+        self._timeout = timeout
         self._layout_pending = True
         self._first_use = asyncio.Lock()
 
@@ -533,7 +536,11 @@ def create_backend(
         tls_check_hostname=bool(tls_check_hostname),
     )
     return RedisBackend(
-        client, endpoint, Layout(key_prefix, namespace, shards), grace_ms=math.ceil(grace * 1000)
+        client,
+        endpoint,
+        Layout(key_prefix, namespace, shards),
+        grace_ms=math.ceil(grace * 1000),
+        timeout=timeout,
     )
 
 

@@ -153,11 +153,17 @@ def open_client(
     Commands are never retried by the driver: a compare-and-set whose reply was lost may have
     run, and running it again would report a conflict with itself. A failure surfaces at once as
     :class:`StoreUnavailableError`, and the caller decides.
+
+    The driver gets no socket timeout: with one, redis-py wraps every send in
+    ``asyncio.wait_for``, a new task per command, which costs more than a GET on loopback. The
+    backend bounds each operation with ``asyncio.timeout(timeout)`` instead (a cancelled command
+    makes redis-py drop its connection, so no late reply is ever read as another's).
     """
+    del timeout  # enforced per operation by the backend
     options: dict[str, Any] = {
         "username": endpoint.username,
         "password": endpoint.password,
-        "socket_timeout": timeout,
+        "socket_timeout": None,
         "socket_connect_timeout": connect_timeout,
         "retry": Retry(NoBackoff(), 0),
         "decode_responses": False,
