@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import SessionStoreError
+from .errors import BenchmarkCheckError
 from .models import ResponseMode, Session, TransportType
 from .store import SessionStore
 
@@ -31,10 +31,6 @@ __all__ = [
 
 OPERATIONS = ("create", "get", "update", "get_batch", "delete")
 """The operations measured, in the order they run (each needs the sessions the one before left)."""
-
-
-class BenchmarkCheckError(SessionStoreError):
-    """The store gave a wrong answer while it was measured: a fast wrong answer is no figure."""
 
 
 def _check(condition: bool, what: str) -> None:

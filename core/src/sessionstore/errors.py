@@ -16,7 +16,11 @@ The tree::
     ├── StoreFullError                a bounded backend is full; nothing was dropped to make room
     ├── StoreUnavailableError         the backend cannot be reached, or timed out
     ├── StoreClosedError              the store was used after ``aclose()``
-    └── BackendError                  a backend broke its contract (raised something unexpected)
+    ├── BackendError                  a backend broke its contract (raised something unexpected)
+    ├── TransferError                 moving sessions failed outside any store operation
+    │   └── ExportFormatError         an export file is malformed, cut short or too new
+    │                                 (also a ValueError)
+    └── BenchmarkCheckError           a store gave a wrong answer while it was measured
 
 A backend maps its driver's failures onto these; the facade wraps anything else in
 :class:`BackendError`, so no raw driver exception crosses the public API. Messages never contain
@@ -30,10 +34,12 @@ from collections.abc import Iterable
 __all__ = [
     "BackendError",
     "BackendLoadError",
+    "BenchmarkCheckError",
     "ConfigurationError",
     "ConflictError",
     "CorruptRecordError",
     "EventNotFoundError",
+    "ExportFormatError",
     "InvalidSessionError",
     "SessionExistsError",
     "SessionNotFoundError",
@@ -41,6 +47,7 @@ __all__ = [
     "StoreClosedError",
     "StoreFullError",
     "StoreUnavailableError",
+    "TransferError",
     "UnknownBackendError",
 ]
 
@@ -178,3 +185,16 @@ class BackendError(SessionStoreError):
             f"backend {backend!r} failed in hook {hook!r}: {type(error).__name__}: "
             f"{redact_text(str(error))}"
         )
+
+
+class TransferError(SessionStoreError):
+    """Moving sessions failed in a way no store operation reports (a damaged export file, a
+    checkpoint of another migration). The message says what to do."""
+
+
+class ExportFormatError(TransferError, ValueError):
+    """An export file is malformed, cut short, or of a newer format version; names the line."""
+
+
+class BenchmarkCheckError(SessionStoreError):
+    """The store gave a wrong answer while it was measured: a fast wrong answer is no figure."""

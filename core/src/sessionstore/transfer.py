@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .codec import decode_session
-from .errors import SessionNotFoundError, SessionStoreError
+from .errors import ExportFormatError, SessionNotFoundError, SessionStoreError, TransferError
 from .models import validate_session_id
 from .records import SessionDump, new_record
 from .store import SessionStore
@@ -51,14 +51,12 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "EXPORT_FORMAT",
     "EXPORT_VERSION",
-    "ExportFormatError",
     "ExportHeader",
     "ExportReader",
     "LoadOutcome",
     "MigrationCheckpoint",
     "MigrationReport",
     "TransferCounts",
-    "TransferError",
     "compare_dumps",
     "dump_from_json",
     "dump_to_json",
@@ -84,15 +82,6 @@ LISTED_CONFLICTS = 20
 
 ProgressCallback = Callable[[int], None]
 """Called with how many more sessions were handled."""
-
-
-class TransferError(SessionStoreError):
-    """Moving sessions failed in a way no store operation reports (a damaged export file, a
-    checkpoint of another migration). The message says what to do."""
-
-
-class ExportFormatError(TransferError, ValueError):
-    """An export file is malformed, cut short, or of a newer format version; names the line."""
 
 
 # -- the file format --------------------------------------------------------------------------
