@@ -414,8 +414,11 @@ async def _raw_same_cas(ctx: Ctx, index: int) -> None:
     ctx.versions[index] = version + 1
 
 
-async def raw_same_update(ctx: Ctx) -> float:
-    cas = _raw_same_cas
+RawCas = Callable[[Ctx, int], Awaitable[None]]
+
+
+async def _cas_in_order(ctx: Ctx, cas: RawCas) -> float:
+    """Time ``cas`` on every session, one after the other."""
     indexes = range(len(ctx.sessions))
     gc.collect()
     start = perf_counter()
@@ -424,8 +427,8 @@ async def raw_same_update(ctx: Ctx) -> float:
     return perf_counter() - start
 
 
-async def raw_same_update_x50(ctx: Ctx) -> float:
-    cas = _raw_same_cas
+async def _cas_by_tasks(ctx: Ctx, cas: RawCas) -> float:
+    """Time ``cas`` on every session, split over CONCURRENCY tasks."""
 
     async def worker(part: range) -> None:
         for index in part:
@@ -439,13 +442,19 @@ async def raw_same_update_x50(ctx: Ctx) -> float:
 
 
 async def raw_update(ctx: Ctx) -> float:
-    cas = _raw_cas
-    indexes = range(len(ctx.sessions))
-    gc.collect()
-    start = perf_counter()
-    for index in indexes:
-        await cas(ctx, index)
-    return perf_counter() - start
+    return await _cas_in_order(ctx, _raw_cas)
+
+
+async def raw_same_update(ctx: Ctx) -> float:
+    return await _cas_in_order(ctx, _raw_same_cas)
+
+
+async def raw_update_x50(ctx: Ctx) -> float:
+    return await _cas_by_tasks(ctx, _raw_cas)
+
+
+async def raw_same_update_x50(ctx: Ctx) -> float:
+    return await _cas_by_tasks(ctx, _raw_same_cas)
 
 
 async def ours_get_x50(ctx: Ctx) -> float:
@@ -500,20 +509,6 @@ async def ours_update_x50(ctx: Ctx) -> float:
     elapsed = perf_counter() - start
     ctx.sync_from_sessions()
     return elapsed
-
-
-async def raw_update_x50(ctx: Ctx) -> float:
-    cas = _raw_cas
-
-    async def worker(part: range) -> None:
-        for index in part:
-            await cas(ctx, index)
-
-    parts = _slices(len(ctx.sessions))
-    gc.collect()
-    start = perf_counter()
-    await asyncio.gather(*(worker(part) for part in parts))
-    return perf_counter() - start
 
 
 async def ours_batch(ctx: Ctx) -> float:

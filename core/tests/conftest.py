@@ -1,14 +1,13 @@
 """Fixtures of the core tests: an async test runner, stores, fake installed distributions.
 
-There is no pytest-asyncio here: ``async def`` tests run in a fresh event loop each (see
-``pytest_pyfunc_call``). Nothing is mocked: stores run on the memory backend or on
+``async def`` tests run in a fresh event loop each (the workspace's root conftest.py). Nothing
+is mocked: stores run on the memory backend or on
 :class:`core_testkit.DictBackend`, a complete backend made of plain dicts that tests can reach into.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import sys
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -18,16 +17,6 @@ import pytest
 from core_testkit import DictBackend, InstallDistribution
 
 from sessionstore import SessionStore, open_store
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Run an ``async def`` test to completion with ``asyncio.run``."""
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    asyncio.run(pyfuncitem.obj(**arguments))
-    return True
 
 
 @pytest.fixture

@@ -684,27 +684,23 @@ async def migrate(
         if skip_until is not None:
             raise _CheckpointMissed
 
-    sample = _Reservoir(sample_size, rng)
-    try:
-        await load_dumps(
-            source_dumps(sample, resume_after),
-            target,
-            concurrency=concurrency,
-            progress=progress,
-            after_chunk=settled,
-            counts=counts,
-        )
-    except _CheckpointMissed:  # the checkpointed session is gone: go over every session again
-        skipped = 0
+    async def copy(skip_until: str | None) -> _Reservoir:
         sample = _Reservoir(sample_size, rng)
         await load_dumps(
-            source_dumps(sample, None),
+            source_dumps(sample, skip_until),
             target,
             concurrency=concurrency,
             progress=progress,
             after_chunk=settled,
             counts=counts,
         )
+        return sample
+
+    try:
+        sample = await copy(resume_after)
+    except _CheckpointMissed:  # the checkpointed session is gone: go over every session again
+        skipped = 0
+        sample = await copy(None)
     if checkpoint is not None:
         checkpoint.remove()
 

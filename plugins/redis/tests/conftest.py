@@ -1,8 +1,7 @@
 """Fixtures of the Redis backend's tests: real, throwaway Redis servers (see ``redis_servers``).
 
-There is no pytest-asyncio: ``async def`` tests run in a fresh event loop each, exactly as in
-core/tests (see ``pytest_pyfunc_call``), so async fixtures are not supported; fixtures here are
-plain and hand out addresses and server handles.
+``async def`` tests run in a fresh event loop each (the workspace's root conftest.py), so async
+fixtures are not supported; fixtures here are plain and hand out addresses and server handles.
 
 A missing ``redis-server`` (or ``redis-cli``, for the cluster) skips the tests that need it, with
 the reason in the summary, except in CI (``CI=true``), where it fails them: there a skipped
@@ -12,8 +11,6 @@ after the test or session that started it, whether the test passed or not.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 from collections.abc import Iterator, Mapping
 from typing import NoReturn
@@ -27,16 +24,6 @@ from redis_servers import (
     redis_server_binary,
     redis_server_supports_tls,
 )
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Run an ``async def`` test to completion with ``asyncio.run`` (a copy of core/tests')."""
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    asyncio.run(pyfuncitem.obj(**arguments))
-    return True
 
 
 def skip_or_fail(reason: str) -> NoReturn:
