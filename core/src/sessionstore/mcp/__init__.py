@@ -1,0 +1,47 @@
+"""sessionstore for MCP servers and proxies on the official SDK.
+
+Install with ``pip install 'sessionstore[mcp]'``.
+
+Several instances of an MCP server behind a load balancer serve any session, and a client whose
+stream broke resumes it on any instance::
+
+    from sessionstore.mcp import McpSessions
+
+    sessions = McpSessions("redis://cache:6379/0", ttl=1800)
+    mcp = FastMCP("demo", event_store=sessions.event_store)     # SDK 1.x
+    app = sessions.wrap(mcp.streamable_http_app())
+
+- :class:`McpSessions`: the roaming ASGI layer, the instance heartbeat and the event store.
+- :class:`SessionEventStore`: the SDK's ``EventStore``, scoped by MCP session.
+- :class:`ProxySessions` and :func:`response_mode_for`: a proxy's sessions in a store.
+
+Works with the SDK's 1.x and 2.x releases; see the documentation's MCP page.
+"""
+
+from .events import (
+    GET_STREAM_ID,
+    INTERRUPTED_ERROR_CODE,
+    SessionEventStore,
+    SessionScope,
+    current_session_scope,
+    session_scope,
+)
+from .instances import INSTANCE_ID_PREFIX, Heartbeat
+from .proxy import ProxySessions, response_mode_for
+from .roaming import MCP_METADATA_KEY, McpSessions, default_principal
+
+__all__ = [
+    "GET_STREAM_ID",
+    "INSTANCE_ID_PREFIX",
+    "INTERRUPTED_ERROR_CODE",
+    "MCP_METADATA_KEY",
+    "Heartbeat",
+    "McpSessions",
+    "ProxySessions",
+    "SessionEventStore",
+    "SessionScope",
+    "current_session_scope",
+    "default_principal",
+    "response_mode_for",
+    "session_scope",
+]

@@ -1,0 +1,326 @@
+"""The MCP SDK's ``EventStore`` over a sessionstore store, scoped by MCP session.
+
+The SDK reuses stream ids across sessions (a POST's stream id is its JSON-RPC request id, the
+standalone GET stream is ``"_GET_stream"``), so an event store shared by every session must know
+which session an event belongs to. The SDK's interface does not pass it; it comes from the
+:func:`session_scope` the roaming layer (:class:`~sessionstore.mcp.McpSessions`) enters around each
+request, which the SDK's per-session tasks inherit.
+
+Each stored event is ``<producer instance id> "\\n" <the message's JSON>`` (nothing after the
+newline for a priming event), so an instance that resumes a stream knows which instance produces
+it and can tell a live producer from a dead one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+
+from ..errors import EventNotFoundError, SessionStoreError
+from ..records import Event
+from ..store import SessionStore
+from ._sdk import EventMessage, EventStore, dump_message, error_message, load_message
+
+__all__ = [
+    "GET_STREAM_ID",
+    "INTERRUPTED_ERROR_CODE",
+    "SessionEventStore",
+    "SessionScope",
+    "current_session_scope",
+    "session_scope",
+]
+
+logger = logging.getLogger("sessionstore.mcp")
+
+GET_STREAM_ID = "_GET_stream"
+"""The stream id the SDK gives a session's standalone GET stream."""
+
+INTERRUPTED_ERROR_CODE = -32603
+"""The JSON-RPC error code sent when the instance running a request died (an internal error)."""
+
+_SEPARATOR = b"\n"
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
+class SessionScope:
+    """The MCP session the current request (and the SDK tasks it starts) belongs to.
+
+    ``recording`` is false while the roaming layer restores a session: the replayed initialize
+    request's own events never reach a client, so they are not stored. The layer turns it on
+    once the session is restored; the SDK's session task, which shares this object, then
+    records.
+    """
+
+    __slots__ = ("recording", "session_id")
+
+    def __init__(self, session_id: str, *, recording: bool = True) -> None:
+        self.session_id = session_id
+        self.recording = recording
+
+    def __repr__(self) -> str:
+        return f"<SessionScope {self.session_id!r} recording={self.recording}>"
+
+
+_current: contextvars.ContextVar[SessionScope | None] = contextvars.ContextVar(
+    "sessionstore_mcp_session", default=None
+)
+
+
+@contextmanager
+def session_scope(session_id: str, *, recording: bool = True) -> Iterator[SessionScope]:
+    """Make ``session_id`` the MCP session of the code inside, and of the tasks it starts.
+
+    The roaming layer does this for every request; call it yourself only when driving a
+    :class:`SessionEventStore` without the layer (a benchmark, a custom transport).
+    """
+    scope = SessionScope(session_id, recording=recording)
+    token = _current.set(scope)
+    try:
+        yield scope
+    finally:
+        _current.reset(token)
+
+
+def current_session_scope() -> SessionScope | None:
+    """The :class:`SessionScope` in effect, or ``None`` outside any."""
+    return _current.get()
+
+
+Liveness = Callable[[str], Awaitable[bool]]
+
+
+class SessionEventStore(EventStore):
+    """The SDK's ``EventStore`` on a sessionstore store: events live and expire with their session.
+
+    - ``store_event`` appends to the session's event log (priming events included); ``None`` is
+      never stored as such, so the producer of every event is known.
+    - ``replay_events_after`` replays the events after an id of the *current* session, skipping
+      priming events; an id that is unknown, evicted by retention or another session's replays
+      nothing.
+    - With ``follow`` (what the roaming layer sets), a replayed request stream that has no answer
+      yet is followed in the store until its answer arrives, whichever instance produces it. If
+      that instance stops sending heartbeats, the request is answered with a JSON-RPC error
+      (code :data:`INTERRUPTED_ERROR_CODE`): the work may or may not have completed.
+
+    Create it unbound (``SessionEventStore()``) to hand it to the SDK before the store is
+    open; :class:`~sessionstore.mcp.McpSessions` binds it at startup.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore | None = None,
+        *,
+        instance_id: str | None = None,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self._store = store
+        self._poll_interval = poll_interval
+        self._liveness: Liveness | None = None
+        self._liveness_interval = 0.5
+        self.instance_id = instance_id or secrets.token_hex(8)
+
+    def __repr__(self) -> str:
+        return f"<SessionEventStore instance={self.instance_id} store={self._store!r}>"
+
+    def bind(
+        self,
+        store: SessionStore,
+        *,
+        instance_id: str | None = None,
+        liveness: Liveness | None = None,
+        liveness_interval: float = 0.5,
+    ) -> None:
+        """Attach the store (and, to follow other instances' streams, a liveness check)."""
+        self._store = store
+        if instance_id is not None:
+            self.instance_id = instance_id
+        self._liveness = liveness
+        self._liveness_interval = liveness_interval
+
+    @property
+    def store(self) -> SessionStore:
+        """The bound store; ``RuntimeError`` before :meth:`bind`."""
+        if self._store is None:
+            raise RuntimeError(
+                "SessionEventStore is not bound to a store yet: wrap the MCP app with "
+                "McpSessions.wrap() (it binds at startup), or pass a store"
+            )
+        return self._store
+
+    # -- the SDK's interface -----------------------------------------------------------------
+
+    async def store_event(self, stream_id: str, message: Any) -> str:
+        """Store one event of the current session's stream ``stream_id``; return its id."""
+        scope = _current.get()
+        if scope is None:
+            raise RuntimeError(
+                "SessionEventStore.store_event outside an MCP session scope: the MCP app must be "
+                "wrapped with McpSessions.wrap() (or the call made inside session_scope())"
+            )
+        if not scope.recording:
+            return f"unrecorded-{secrets.token_hex(8)}"
+        try:
+            return await self.store.append_event(
+                scope.session_id, stream_id, self._envelope(message)
+            )
+        except SessionStoreError as exc:
+            # Raising would stop the SDK's message router and with it the session: the event
+            # still goes out live, it just cannot be replayed.
+            logger.warning(
+                "event of session %s stream %s not stored: %s", scope.session_id, stream_id, exc
+            )
+            return f"unstored-{secrets.token_hex(8)}"
+
+    async def replay_events_after(
+        self, last_event_id: str, send_callback: Callable[[Any], Awaitable[None]]
+    ) -> str | None:
+        """Send the current session's events after ``last_event_id``; return their stream id.
+
+        Returns ``None`` (nothing sent) for an unknown, evicted or foreign id.
+        """
+        scope = _current.get()
+        if scope is None:
+            logger.warning(
+                "replay of %r outside an MCP session scope: nothing replayed", last_event_id
+            )
+            return None
+        session_id = scope.session_id
+        try:
+            stream_id, events = await self.store.replay_events_after(
+                last_event_id, session_id=session_id
+            )
+        except EventNotFoundError as exc:
+            logger.info("replay of %r for session %s: %s", last_event_id, session_id, exc)
+            return None
+        replay = _Replay(stream_id, last_event_id)
+        await replay.deliver(events, send_callback)
+        if replay.answered or self._liveness is None:
+            return stream_id
+        await self._follow(session_id, replay, send_callback)
+        return stream_id
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _envelope(self, message: Any) -> bytes:
+        head = self.instance_id.encode() + _SEPARATOR
+        return head if message is None else head + dump_message(message)
+
+    async def _follow(
+        self, session_id: str, replay: _Replay, send_callback: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        """Deliver the stream's new events from the store until its answer, or its producer dies.
+
+        The standalone GET stream has no answer: it is followed while another instance produces
+        it and the client is connected; when this instance produces it, the SDK serves it live.
+        """
+        on_get_stream = replay.stream_id == GET_STREAM_ID
+        if on_get_stream and replay.producer in (None, self.instance_id):
+            return
+        checked_at = time.monotonic()
+        while True:
+            await anyio.sleep(self._poll_interval)
+            try:
+                _, events = await self.store.replay_events_after(
+                    replay.cursor, session_id=session_id
+                )
+            except EventNotFoundError:
+                return  # the session ended or the cursor fell out of retention
+            except SessionStoreError as exc:
+                logger.warning("following session %s: %s", session_id, exc)
+                continue
+            if events:
+                await replay.deliver(events, send_callback)
+                if replay.answered:
+                    return
+                continue
+            if time.monotonic() - checked_at < self._liveness_interval:
+                continue
+            checked_at = time.monotonic()
+            producer = replay.producer
+            if producer is None or producer == self.instance_id:
+                continue
+            assert self._liveness is not None
+            if await self._liveness(producer):
+                continue
+            if not on_get_stream:
+                await self._answer_interrupted(session_id, replay, producer, send_callback)
+            return
+
+    async def _answer_interrupted(
+        self,
+        session_id: str,
+        replay: _Replay,
+        producer: str,
+        send_callback: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        """Answer the stream's request with an error, stored first so every resumer sees it."""
+        stream_id = replay.stream_id
+        request_id: str | int = int(stream_id) if _INTEGER.fullmatch(stream_id) else stream_id
+        message = error_message(
+            request_id,
+            INTERRUPTED_ERROR_CODE,
+            f"request interrupted: server instance {producer} stopped while handling it; "
+            "it may or may not have completed",
+            {"reason": "instance-lost", "instance": producer},
+        )
+        try:
+            event_id = await self.store.append_event(session_id, stream_id, self._envelope(message))
+        except SessionStoreError:
+            event_id = f"unstored-{secrets.token_hex(8)}"
+        logger.warning(
+            "session %s: request %s interrupted (instance %s stopped)",
+            session_id,
+            stream_id,
+            producer,
+        )
+        await send_callback(EventMessage(message, event_id))
+
+
+class _Replay:
+    """Where a replay of one stream stands: its cursor, its producer, whether it was answered."""
+
+    __slots__ = ("answered", "cursor", "producer", "stream_id")
+
+    def __init__(self, stream_id: str, cursor: str) -> None:
+        self.stream_id = stream_id
+        self.cursor = cursor
+        self.producer: str | None = None
+        self.answered = False
+
+    async def deliver(
+        self, events: Sequence[Event], send_callback: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        last_payload = b""
+        for event in events:
+            producer, _, payload = (event.data or b"").partition(_SEPARATOR)
+            self.cursor = event.id
+            if producer:
+                self.producer = producer.decode("ascii", "replace")
+            if not payload:
+                continue  # a priming event marks a position; it carries no message
+            await send_callback(EventMessage(load_message(payload), event.id))
+            last_payload = payload
+        if last_payload and self.stream_id != GET_STREAM_ID:
+            self.answered = _is_answer(last_payload)
+
+
+def _is_answer(payload: bytes) -> bool:
+    """Whether a stored message is a response or an error (the end of a request's stream)."""
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return False
+    return (
+        isinstance(message, dict)
+        and "id" in message
+        and ("result" in message or "error" in message)
+    )
