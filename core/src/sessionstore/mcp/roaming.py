@@ -19,12 +19,13 @@ Requests outside ``path``, and requests of the 2026 stateless protocol (no sessi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -140,6 +141,11 @@ class McpSessions:
         return f"<McpSessions instance={self.instance_id} store={self._store or '(not open)'}>"
 
     @property
+    def running(self) -> bool:
+        """Whether :meth:`start` ran (and :meth:`stop` did not since)."""
+        return self._heartbeat is not None
+
+    @property
     def store(self) -> SessionStore:
         """The store (``RuntimeError`` before startup when given a spec)."""
         if self._store is None:
@@ -153,8 +159,23 @@ class McpSessions:
         self._wrapped = True
         return _RoamingApp(app, self)
 
+    @contextlib.asynccontextmanager
+    async def run(self) -> AsyncIterator[McpSessions]:
+        """Start and stop around the block, for an app whose lifespan does not reach the layer
+        (one mounted inside another Starlette app; run the SDK's ``session_manager.run()``
+        there too). The layer's own lifespan handling then does nothing."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
     async def start(self) -> None:
-        """Open the store, start the heartbeat, bind the event store (the layer's startup)."""
+        """Open the store, start the heartbeat, bind the event store (the layer's startup).
+
+        Does nothing if already started."""
+        if self._heartbeat is not None:
+            return
         if self._store is None:
             assert isinstance(self._spec, str)
             self._store = open_store(self._spec, **self._store_options)
@@ -254,15 +275,20 @@ class _RoamingApp:
         """Start after the SDK started (its manager must run first) and stop after it stopped
         (its sessions store events while they wind down)."""
 
+        started_here: list[bool] = []
+
         async def send_after(message: Message) -> None:
             kind = message["type"]
-            if kind == "lifespan.startup.complete":
+            if kind == "lifespan.startup.complete" and not self.sessions.running:
+                started_here.append(True)
                 try:
                     await self.sessions.start()
                 except Exception as exc:
                     logger.exception("MCP sessions did not start")
                     message = {"type": "lifespan.startup.failed", "message": _safe(exc)}
-            elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            elif (
+                kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed") and started_here
+            ):
                 await self.sessions.stop()
             await send(message)
 
