@@ -208,6 +208,24 @@ async def test_ending_a_session_anywhere_ends_it_everywhere(tmp_path: Path) -> N
             assert (await alice.request(url, "tools/list")).status_code == 404
 
 
+async def test_the_sweep_forgets_sessions_that_ended_elsewhere(tmp_path: Path) -> None:
+    async with (
+        two_instances(tmp_path) as (a, b, _, second),
+        httpx2.AsyncClient(timeout=20) as http,
+    ):
+        alice, bob = Client(http, "alice"), Client(http, "bob")
+        ended, kept = await alice.initialize(a), await bob.initialize(a)
+        for client in (alice, bob):
+            assert (await client.request(b, "tools/list")).status_code == 200
+        layer = second._app
+        assert layer is not None
+        assert set(layer.local_sessions) == {ended, kept}
+        assert (await http.delete(a, headers=alice.headers())).status_code == 200
+        assert await layer.forget_gone_sessions() == 1
+        assert set(layer.local_sessions) == {kept}
+        assert await layer.forget_gone_sessions() == 0
+
+
 async def test_idle_sessions_expire_and_active_ones_do_not(tmp_path: Path) -> None:
     options = {"ttl": 1.0, "touch_interval": 0.2}
     async with (

@@ -110,6 +110,7 @@ class McpSessions:
         poll_interval: float = 0.05,
         touch_interval: float | None = None,
         restore_timeout: float = 10.0,
+        sweep_interval: float = 60.0,
         **store_options: Any,
     ) -> None:
         if not 0 < heartbeat_interval < heartbeat_ttl:
@@ -134,8 +135,10 @@ class McpSessions:
         self.event_store = SessionEventStore(
             instance_id=self.instance_id, poll_interval=poll_interval
         )
+        self.sweep_interval = sweep_interval
         self._heartbeat: Heartbeat | None = None
-        self._wrapped = False
+        self._sweeper: asyncio.Task[None] | None = None
+        self._app: _RoamingApp | None = None
 
     def __repr__(self) -> str:
         return f"<McpSessions instance={self.instance_id} store={self._store or '(not open)'}>"
@@ -154,10 +157,10 @@ class McpSessions:
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """The ASGI app to serve: ``app`` (the SDK's Streamable HTTP app) behind the layer."""
-        if self._wrapped:
+        if self._app is not None:
             raise RuntimeError("McpSessions.wrap: one McpSessions serves one app")
-        self._wrapped = True
-        return _RoamingApp(app, self)
+        self._app = _RoamingApp(app, self)
+        return self._app
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[McpSessions]:
@@ -188,6 +191,7 @@ class McpSessions:
             ttl=self.heartbeat_ttl,
         )
         await self._heartbeat.start()
+        self._sweeper = asyncio.create_task(self._sweep(), name="sessionstore.mcp sweeper")
         self.event_store.bind(
             self._store,
             instance_id=self.instance_id,
@@ -198,12 +202,28 @@ class McpSessions:
 
     async def stop(self) -> None:
         """Stop the heartbeat (deleting its record) and close a store opened from a spec."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._heartbeat is not None:
             await self._heartbeat.stop()
             self._heartbeat = None
         if isinstance(self._spec, str) and self._store is not None:
             await self._store.aclose()
             self._store = None
+
+    async def _sweep(self) -> None:
+        """Now and then, forget the local ids of sessions that expired or ended elsewhere (the
+        SDK's own ``session_idle_timeout`` ends the local sessions themselves)."""
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            if self._app is not None:
+                try:
+                    await self._app.forget_gone_sessions()
+                except SessionStoreError as exc:
+                    logger.warning("sweep of local sessions failed: %s", exc)
 
 
 class _Captured:
@@ -260,6 +280,21 @@ class _RoamingApp:
         self._local: dict[str, str] = {}  # our session id -> the local SDK's session id
         self._restoring: dict[str, asyncio.Lock] = {}
         self._touched: dict[str, float] = {}
+
+    async def forget_gone_sessions(self) -> int:
+        """Drop the local ids of sessions the store no longer has; return how many."""
+        known = list(self._local)
+        live = {s.id for s in await self.sessions.store.get_sessions_batch(known)}
+        gone = [session_id for session_id in known if session_id not in live]
+        for session_id in gone:
+            self._local.pop(session_id, None)
+            self._touched.pop(session_id, None)
+        return len(gone)
+
+    @property
+    def local_sessions(self) -> dict[str, str]:
+        """Our session id -> the local SDK's id, for each session this instance holds."""
+        return dict(self._local)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
