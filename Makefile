@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PACKAGES := core plugins/memory plugins/sqlite plugins/redis contract_tests
 SOURCES := core/src plugins/memory/src plugins/sqlite/src plugins/redis/src contract_tests/src
+# The MCP end-to-end tests (core/tests/mcp) run the SDK's newest 1.x in a venv of its own.
+MCP1_VENV := .venv-mcp1
+MCP1_STAMP := $(MCP1_VENV)/.installed
+MCP1_PACKAGES := core plugins/memory plugins/sqlite plugins/redis
 
 .PHONY: demo test lint typecheck unit contract bench clean
 
@@ -15,6 +19,13 @@ $(STAMP): requirements/dev.txt $(addsuffix /pyproject.toml,$(PACKAGES))
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation \
 		$(addprefix -e ,$(PACKAGES))
+	@touch $@
+
+$(MCP1_STAMP): requirements/mcp1.txt $(addsuffix /pyproject.toml,$(MCP1_PACKAGES))
+	@test -x $(MCP1_VENV)/bin/python || $(PYTHON) -m venv $(MCP1_VENV)
+	$(MCP1_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/mcp1.txt
+	$(MCP1_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+		$(addprefix -e ,$(MCP1_PACKAGES))
 	@touch $@
 
 demo: $(STAMP)
@@ -28,7 +39,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(SOURCES)
 
-unit: $(STAMP)
+# The documentation site (mkdocs.yml), strict: a broken link, anchor or reference fails the build.
+.PHONY: docs
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
+unit: $(STAMP) $(MCP1_STAMP)
 	$(BIN)/pytest
 
 # The contract suite exactly as a backend author runs it, on every backend in the repository.
@@ -38,7 +54,7 @@ contract: $(STAMP)
 	@mkdir -p build && rm -f build/contract.db build/contract.db-wal build/contract.db-shm
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend sqlite:///build/contract.db
 
-test: lint typecheck unit contract
+test: lint typecheck docs unit contract
 
 # The peers bench_redis.py measures against. If they cannot be installed, the stamp is not
 # written (the next `make bench` tries again) and bench_redis.py says which peer it skipped.
@@ -52,6 +68,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_sqlite.py
 	$(BIN)/python bench/bench_redis.py
+	$(BIN)/python bench/bench_mcp.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(MCP1_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -703,6 +703,21 @@ class StoreContract:
 
         sessionstore_target.run(scenario)
 
+    def test_raw_get_reads_what_get_session_reads(
+        self, sessionstore_target: ContractTarget
+    ) -> None:
+        """The optional ``raw_get`` hook (benchmarks only): where offered, it finds a stored
+        session and finds nothing for an id never stored."""
+
+        async def scenario(store: SessionStore) -> None:
+            if not store.offers_raw_get:
+                pytest.skip("the backend does not offer the optional raw_get hook (benchmarks)")
+            await store.create_session(_session("raw"))
+            assert await store.raw_get("raw") is not None
+            assert await store.raw_get("never-stored") is None
+
+        sessionstore_target.run(scenario)
+
     # -- moving sessions between stores ----------------------------------------------------------
 
     def test_dump_and_load_copy_a_session_whole(self, sessionstore_target: ContractTarget) -> None:
