@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 PACKAGES := core plugins/memory plugins/sqlite plugins/redis contract_tests
-SOURCES := core/src plugins/memory/src plugins/sqlite/src plugins/redis/src contract_tests/src
+SOURCES := core/src plugins/memory/src plugins/sqlite/src plugins/redis/src contract_tests/src \
+	examples/third_party_backend/src
 # The MCP end-to-end tests (core/tests/mcp) run the SDK's newest 1.x in a venv of its own.
 MCP1_VENV := .venv-mcp1
 MCP1_STAMP := $(MCP1_VENV)/.installed
@@ -56,6 +57,16 @@ contract: $(STAMP)
 
 test: lint typecheck docs unit contract
 
+# An sdist and a wheel of every distribution, as they would be published, into dist/. Each wheel is
+# built from its sdist, so a file missing from an sdist fails here. tests/test_distributions.py
+# builds them the same way and installs them into fresh virtual environments.
+.PHONY: dist
+dist: $(STAMP)
+	rm -rf dist
+	for package in $(PACKAGES); do \
+		$(BIN)/python -m build --no-isolation --outdir dist $$package || exit 1; \
+	done
+
 # The peers bench_redis.py measures against. If they cannot be installed, the stamp is not
 # written (the next `make bench` tries again) and bench_redis.py says which peer it skipped.
 $(BENCH_STAMP): requirements/bench.txt $(STAMP)
@@ -71,4 +82,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_mcp.py
 
 clean:
-	rm -rf $(VENV) $(MCP1_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(MCP1_VENV) dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

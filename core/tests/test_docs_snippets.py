@@ -48,11 +48,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 import yaml
 from docs_snippets import REPO, Page, Snippet, documentation_pages, parse_page
+
+from sessionstore_contract import skip_or_fail
 
 SNIPPET_TIMEOUT = 120.0  # seconds for one snippet, servers already started
 MAX_SKIPS = 5  # keep skipped snippets rare: make a snippet complete rather than skip it
@@ -103,13 +105,6 @@ def _redis_servers_module() -> ModuleType:
     return module
 
 
-def _skip_or_fail(reason: str) -> NoReturn:
-    """Skip, except under ``CI=true``, where a snippet that did not run is a failure."""
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a skipped server test counts as a failure)", pytrace=False)
-    pytest.skip(reason)
-
-
 class SnippetServers:
     """Throwaway Redis servers, each started on first use and stopped with the module."""
 
@@ -119,11 +114,11 @@ class SnippetServers:
 
     def _require(self, *, cli: bool = False, tls: bool = False) -> None:
         if self._servers.redis_server_binary() is None:
-            _skip_or_fail("redis-server not found on PATH: install it to run this snippet")
+            skip_or_fail("redis-server not found on PATH: install it to run this snippet")
         if cli and self._servers.redis_cli_binary() is None:
-            _skip_or_fail("redis-cli not found on PATH: it is needed to start a Redis Cluster")
+            skip_or_fail("redis-cli not found on PATH: it is needed to start a Redis Cluster")
         if tls and not self._servers.redis_server_supports_tls():
-            _skip_or_fail("this redis-server was built without TLS support")
+            skip_or_fail("this redis-server was built without TLS support")
 
     def plain(self) -> str:
         """``redis://host:port`` without a database, or ``SESSIONSTORE_REDIS_URL`` whole."""

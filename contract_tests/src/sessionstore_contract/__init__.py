@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .servers import in_ci, skip_or_fail
     from .stateful import run_state_machine
     from .suite import ContractOverrideError, StoreContract
     from .target import ContractTarget, ManualClock
@@ -20,7 +21,9 @@ __all__ = [
     "ContractTarget",
     "ManualClock",
     "StoreContract",
+    "in_ci",
     "run_state_machine",
+    "skip_or_fail",
 ]
 
 # Imported on first use, not with the package: pytest imports this package when it loads the
@@ -32,6 +35,8 @@ _HOMES = {
     "run_state_machine": "stateful",
     "ContractTarget": "target",
     "ManualClock": "target",
+    "in_ci": "servers",
+    "skip_or_fail": "servers",
 }
 
 
