@@ -396,7 +396,8 @@ async def _raw_same_cas(ctx: Ctx, index: int) -> None:
     version = ctx.versions[index]
     payload = encode_session(session)
     now = int(time.time() * 1000)
-    value = HEADER.pack(RECORD_FORMAT, version + 1, now + TTL_MS, ctx.incarnations[index]) + payload
+    deadline = now + TTL_MS
+    value = HEADER.pack(RECORD_FORMAT, version + 1, deadline, ctx.incarnations[index]) + payload
     shard_base = ctx.base[: -len("s:")]
     outcome = await ctx.raw.evalsha(
         UPDATE_SCRIPT.sha,
@@ -407,7 +408,8 @@ async def _raw_same_cas(ctx: Ctx, index: int) -> None:
         value,
         U64.pack(version),
         now,
-        GRACE_MS,
+        TTL_MS + GRACE_MS,
+        deadline,
     )
     if outcome != 0:
         raise ConflictError(session.id)

@@ -219,6 +219,39 @@ async def test_a_dead_producer_gets_its_request_answered_with_an_error(tmp_path:
         assert later.messages == collected.messages
 
 
+async def test_a_producer_that_died_right_after_the_cursor_is_found_from_the_id(
+    tmp_path: Path,
+) -> None:
+    """The usual crash: the client's Last-Event-ID is the last event the dead instance wrote, so
+    no stored event after it names the producer; the id itself does."""
+    async with sqlite_store(tmp_path) as store:
+        producer = SessionEventStore(store, instance_id="crashed")
+        resumer = SessionEventStore(store, instance_id="resumer", poll_interval=0.01)
+        asked: list[str] = []
+
+        async def dead(instance_id: str) -> bool:
+            asked.append(instance_id)
+            return False
+
+        resumer.bind(store, liveness=dead, liveness_interval=0.01)
+        session_id = await new_session(store)
+        with session_scope(session_id):
+            await producer.store_event("4", None)
+            last = await producer.store_event("4", progress(1))
+            assert last.startswith("crashed.")
+            collected = Collected()
+            assert await asyncio.wait_for(resumer.replay_events_after(last, collected), 10) == "4"
+        assert set(asked) == {"crashed"}
+        assert [m["error"]["code"] for m in collected.messages] == [INTERRUPTED_ERROR_CODE]
+        assert collected.events[0].event_id.startswith("resumer.")
+
+
+def test_instance_ids_are_checked() -> None:
+    for bad in ("", "a.b", "a b", "x" * 65, "é"):
+        with pytest.raises(ValueError, match="instance_id"):
+            SessionEventStore(instance_id=bad)
+
+
 async def test_without_liveness_a_replay_returns_what_is_stored(tmp_path: Path) -> None:
     async with sqlite_store(tmp_path) as store:
         events = SessionEventStore(store)
@@ -229,3 +262,27 @@ async def test_without_liveness_a_replay_returns_what_is_stored(tmp_path: Path) 
             collected = Collected()
             assert await asyncio.wait_for(events.replay_events_after(cursor, collected), 5) == "3"
         assert len(collected.events) == 1
+
+
+async def test_a_stopping_instance_knows_which_requests_still_run(tmp_path: Path) -> None:
+    async with sqlite_store(tmp_path) as store:
+        events = SessionEventStore(store)
+        session_id = await new_session(store)
+        with session_scope(session_id):
+            await events.store_event("1", None)
+            await events.store_event("2", None)
+            await events.store_event(GET_STREAM_ID, progress(0))  # never awaited: no answer
+            assert events.unanswered == 2
+            await events.store_event("1", answer(1))
+            assert events.unanswered == 1
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(events.wait_for_answers(), 0.2)
+
+            async def answer_later() -> None:
+                await asyncio.sleep(0.05)
+                await events.store_event("2", answer(2))
+
+            later = asyncio.create_task(answer_later())
+            await asyncio.wait_for(events.wait_for_answers(), 5)
+            await later
+            assert events.unanswered == 0

@@ -7,8 +7,10 @@ which session an event belongs to. The SDK's interface does not pass it; it come
 request, which the SDK's per-session tasks inherit.
 
 Each stored event is ``<producer instance id> "\\n" <the message's JSON>`` (nothing after the
-newline for a priming event), so an instance that resumes a stream knows which instance produces
-it and can tell a live producer from a dead one.
+newline for a priming event), and each event id the SDK hands to a client is
+``<producer instance id>.<the store's event id>``. So an instance that resumes a stream knows which
+instance produces it, from the client's ``Last-Event-ID`` alone when nothing came after it, and
+can tell a live producer from a dead one.
 """
 
 from __future__ import annotations
@@ -49,6 +51,26 @@ INTERRUPTED_ERROR_CODE = -32603
 
 _SEPARATOR = b"\n"
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_instance_id(instance_id: str) -> str:
+    """Return ``instance_id`` if it can name an instance (1-64 of ``A-Z a-z 0-9 _ -``)."""
+    if not isinstance(instance_id, str) or not _INSTANCE_ID.fullmatch(instance_id):
+        raise ValueError(f"instance_id must be 1-64 of A-Z a-z 0-9 _ -, not {instance_id!r}")
+    return instance_id
+
+
+def _client_event_id(producer: str, store_event_id: str) -> str:
+    return f"{producer}.{store_event_id}"
+
+
+def _parse_client_event_id(event_id: str) -> tuple[str, str] | None:
+    """``(producer, store event id)`` of an id :class:`SessionEventStore` handed out, else None."""
+    producer, dot, store_event_id = event_id.partition(".")
+    if not dot or not store_event_id or not _INSTANCE_ID.fullmatch(producer):
+        return None
+    return producer, store_event_id
 
 
 class SessionScope:
@@ -60,11 +82,12 @@ class SessionScope:
     records.
     """
 
-    __slots__ = ("recording", "session_id")
+    __slots__ = ("recording", "replayed", "session_id")
 
     def __init__(self, session_id: str, *, recording: bool = True) -> None:
         self.session_id = session_id
         self.recording = recording
+        self.replayed: str | None = None  # the stream a resuming request replayed
 
     def __repr__(self) -> str:
         return f"<SessionScope {self.session_id!r} recording={self.recording}>"
@@ -126,7 +149,13 @@ class SessionEventStore(EventStore):
         self._poll_interval = poll_interval
         self._liveness: Liveness | None = None
         self._liveness_interval = 0.5
-        self.instance_id = instance_id or secrets.token_hex(8)
+        # The request streams this instance produces that have no answer yet: a stopping
+        # instance waits for them (see wait_for_answers).
+        self._unanswered: set[tuple[str, str]] = set()
+        self._all_answered: anyio.Event | None = None
+        self.instance_id = check_instance_id(
+            secrets.token_hex(8) if instance_id is None else instance_id
+        )
 
     def __repr__(self) -> str:
         return f"<SessionEventStore instance={self.instance_id} store={self._store!r}>"
@@ -142,7 +171,7 @@ class SessionEventStore(EventStore):
         """Attach the store (and, to follow other instances' streams, a liveness check)."""
         self._store = store
         if instance_id is not None:
-            self.instance_id = instance_id
+            self.instance_id = check_instance_id(instance_id)
         self._liveness = liveness
         self._liveness_interval = liveness_interval
 
@@ -168,8 +197,16 @@ class SessionEventStore(EventStore):
             )
         if not scope.recording:
             return f"unrecorded-{secrets.token_hex(8)}"
+        if stream_id != GET_STREAM_ID and not (message is None and stream_id == scope.replayed):
+            # (The SDK primes a stream again once it is replayed: that is no new request.)
+            if _answers(message):
+                self._unanswered.discard((scope.session_id, stream_id))
+                if not self._unanswered and self._all_answered is not None:
+                    self._all_answered.set()
+            else:
+                self._unanswered.add((scope.session_id, stream_id))
         try:
-            return await self.store.append_event(
+            stored = await self.store.append_event(
                 scope.session_id, stream_id, self._envelope(message)
             )
         except SessionStoreError as exc:
@@ -179,6 +216,7 @@ class SessionEventStore(EventStore):
                 "event of session %s stream %s not stored: %s", scope.session_id, stream_id, exc
             )
             return f"unstored-{secrets.token_hex(8)}"
+        return _client_event_id(self.instance_id, stored)
 
     async def replay_events_after(
         self, last_event_id: str, send_callback: Callable[[Any], Awaitable[None]]
@@ -194,19 +232,36 @@ class SessionEventStore(EventStore):
             )
             return None
         session_id = scope.session_id
+        parsed = _parse_client_event_id(last_event_id)
+        if parsed is None:
+            logger.info("replay of %r for session %s: not an id of ours", last_event_id, session_id)
+            return None
+        producer, cursor = parsed
         try:
-            stream_id, events = await self.store.replay_events_after(
-                last_event_id, session_id=session_id
-            )
+            stream_id, events = await self.store.replay_events_after(cursor, session_id=session_id)
         except EventNotFoundError as exc:
             logger.info("replay of %r for session %s: %s", last_event_id, session_id, exc)
             return None
-        replay = _Replay(stream_id, last_event_id)
+        scope.replayed = stream_id
+        replay = _Replay(stream_id, cursor, producer)
         await replay.deliver(events, send_callback)
         if replay.answered or self._liveness is None:
             return stream_id
         await self._follow(session_id, replay, send_callback)
         return stream_id
+
+    @property
+    def unanswered(self) -> int:
+        """How many requests this instance is producing a stream for that have no answer yet."""
+        return len(self._unanswered)
+
+    async def wait_for_answers(self) -> None:
+        """Return once every request stream this instance produces is answered. A stopping
+        instance waits on it (with a time limit), so that its clients, resuming elsewhere, get
+        their results from the store."""
+        while self._unanswered:
+            self._all_answered = anyio.Event()
+            await self._all_answered.wait()
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -223,7 +278,7 @@ class SessionEventStore(EventStore):
         it and the client is connected; when this instance produces it, the SDK serves it live.
         """
         on_get_stream = replay.stream_id == GET_STREAM_ID
-        if on_get_stream and replay.producer in (None, self.instance_id):
+        if on_get_stream and replay.producer == self.instance_id:
             return
         checked_at = time.monotonic()
         while True:
@@ -246,7 +301,7 @@ class SessionEventStore(EventStore):
                 continue
             checked_at = time.monotonic()
             producer = replay.producer
-            if producer is None or producer == self.instance_id:
+            if producer == self.instance_id:
                 continue
             assert self._liveness is not None
             if await self._liveness(producer):
@@ -273,7 +328,8 @@ class SessionEventStore(EventStore):
             {"reason": "instance-lost", "instance": producer},
         )
         try:
-            event_id = await self.store.append_event(session_id, stream_id, self._envelope(message))
+            stored = await self.store.append_event(session_id, stream_id, self._envelope(message))
+            event_id = _client_event_id(self.instance_id, stored)
         except SessionStoreError:
             event_id = f"unstored-{secrets.token_hex(8)}"
         logger.warning(
@@ -290,10 +346,10 @@ class _Replay:
 
     __slots__ = ("answered", "cursor", "producer", "stream_id")
 
-    def __init__(self, stream_id: str, cursor: str) -> None:
+    def __init__(self, stream_id: str, cursor: str, producer: str) -> None:
         self.stream_id = stream_id
         self.cursor = cursor
-        self.producer: str | None = None
+        self.producer = producer
         self.answered = False
 
     async def deliver(
@@ -307,10 +363,17 @@ class _Replay:
                 self.producer = producer.decode("ascii", "replace")
             if not payload:
                 continue  # a priming event marks a position; it carries no message
-            await send_callback(EventMessage(load_message(payload), event.id))
+            client_id = _client_event_id(self.producer, event.id)
+            await send_callback(EventMessage(load_message(payload), client_id))
             last_payload = payload
         if last_payload and self.stream_id != GET_STREAM_ID:
             self.answered = _is_answer(last_payload)
+
+
+def _answers(message: Any) -> bool:
+    """Whether an SDK message is a response or an error (``.root`` is the message in SDK 1.x)."""
+    kind = type(getattr(message, "root", message)).__name__
+    return kind in ("JSONRPCResponse", "JSONRPCError")
 
 
 def _is_answer(payload: bytes) -> bool:

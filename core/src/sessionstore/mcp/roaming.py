@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..models import Session, TransportType, new_session_id
 from ..store import SessionStore, open_store
-from .events import SessionEventStore, session_scope
+from .events import SessionEventStore, check_instance_id, session_scope
 from .instances import Heartbeat
 
 __all__ = ["MCP_METADATA_KEY", "McpSessions", "default_principal"]
@@ -111,6 +111,7 @@ class McpSessions:
         touch_interval: float | None = None,
         restore_timeout: float = 10.0,
         sweep_interval: float = 60.0,
+        drain_timeout: float = 25.0,
         **store_options: Any,
     ) -> None:
         if not 0 < heartbeat_interval < heartbeat_ttl:
@@ -127,7 +128,9 @@ class McpSessions:
         self._store: SessionStore | None = store if isinstance(store, SessionStore) else None
         self.path = path.rstrip("/") or "/"
         self.principal = principal
-        self.instance_id = instance_id or secrets.token_hex(8)
+        self.instance_id = check_instance_id(
+            secrets.token_hex(8) if instance_id is None else instance_id
+        )
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_ttl = heartbeat_ttl
         self.touch_interval = touch_interval
@@ -136,6 +139,7 @@ class McpSessions:
             instance_id=self.instance_id, poll_interval=poll_interval
         )
         self.sweep_interval = sweep_interval
+        self.drain_timeout = drain_timeout
         self._heartbeat: Heartbeat | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._app: _RoamingApp | None = None
@@ -199,6 +203,26 @@ class McpSessions:
             liveness_interval=min(self.heartbeat_interval, 0.5),
         )
         logger.info("MCP sessions of instance %s on %s", self.instance_id, self._store)
+
+    async def drain(self) -> bool:
+        """Wait (up to ``drain_timeout``) until the requests this instance runs are answered;
+        return whether they all were. The heartbeat goes on meanwhile, so another instance
+        that a client resumed on keeps delivering their events and results from the store."""
+        running = self.event_store.unanswered
+        if not running:
+            return True
+        logger.info("instance %s stopping: waiting for %d request(s)", self.instance_id, running)
+        with anyio.move_on_after(self.drain_timeout) as waiting:
+            await self.event_store.wait_for_answers()
+        done = not waiting.cancelled_caught
+        if not done:
+            logger.warning(
+                "instance %s stopping with %d request(s) unanswered after %s s",
+                self.instance_id,
+                self.event_store.unanswered,
+                self.drain_timeout,
+            )
+        return done
 
     async def stop(self) -> None:
         """Stop the heartbeat (deleting its record) and close a store opened from a spec."""
@@ -312,6 +336,14 @@ class _RoamingApp:
 
         started_here: list[bool] = []
 
+        async def receive_before() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown" and started_here:
+                # The server closed its streams (sse-starlette ends them at shutdown); the
+                # requests behind them still run: let them finish before the SDK cancels them.
+                await self.sessions.drain()
+            return message
+
         async def send_after(message: Message) -> None:
             kind = message["type"]
             if kind == "lifespan.startup.complete" and not self.sessions.running:
@@ -327,7 +359,7 @@ class _RoamingApp:
                 await self.sessions.stop()
             await send(message)
 
-        await self.app(scope, receive, send_after)
+        await self.app(scope, receive_before, send_after)
 
     # -- requests ----------------------------------------------------------------------------
 

@@ -195,7 +195,10 @@ class RedisBackend:
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
         shard, key, events = self._layout.session_keys(record.id)
         keys = (key, events, self._layout.deadline_index(shard))
-        args = (self._value(record), pack_u64(record.version - 1), now_ms, self._grace_ms)
+        deadline = record.deadline_ms
+        key_ttl: int = 0 if deadline is None else max(deadline - now_ms, 0) + self._grace_ms
+        score: int | str = "+inf" if deadline is None else deadline
+        args = (self._value(record), pack_u64(record.version - 1), now_ms, key_ttl, score)
         outcome = await self._run(scripts.UPDATE, keys, args)
         if outcome == 1:
             raise SessionNotFoundError(record.id)

@@ -83,14 +83,15 @@ return 0
 )
 
 # KEYS: record, events, deadline index.
-# ARGV: value (its header holds the new deadline), expected version (8 bytes), now, grace.
-# The id is the record key's suffix. Lean on purpose: this is the hottest write.
+# ARGV: value (its header holds the new deadline), expected version (8 bytes), now, the key TTL in
+# ms ('0' for none), the new deadline's index score. The id is the record key's suffix.
+# The hottest write, so lean on purpose: the client computes the TTL and the score (formatting
+# numbers in Lua costs more than the commands), and nothing runs that a write does not need.
 UPDATE = Script(
     "update",
     """
-local now = tonumber(ARGV[3])
 local cur = redis.call('GET', KEYS[1])
-if not is_live(cur, now) then return 1 end
+if not is_live(cur, tonumber(ARGV[3])) then return 1 end
 if string.sub(cur, 2, 9) ~= ARGV[2] then return 2 end
 local value = ARGV[1]
 local incarnation, stored = string.sub(value, 18, 25), string.sub(cur, 18, 25)
@@ -98,13 +99,16 @@ if incarnation ~= stored then
   if incarnation ~= ZERO8 then return 2 end
   value = string.sub(value, 1, 17) .. stored .. string.sub(value, 26)
 end
-local deadline = deadline_of(value)
-local ttl = ttl_of(deadline, now, tonumber(ARGV[4]))
-set_record(KEYS[1], value, ttl)
-if deadline ~= deadline_of(cur) then  -- without a ttl it never moves: nothing more to do
-  expire(KEYS[2], ttl)
+local px = ARGV[4]
+if px ~= '0' then
+  redis.call('SET', KEYS[1], value, 'PX', px)
+else
+  redis.call('SET', KEYS[1], value)
+end
+if string.sub(value, 10, 17) ~= string.sub(cur, 10, 17) then  -- the deadline moved
+  if px ~= '0' then redis.call('PEXPIRE', KEYS[2], px) else redis.call('PERSIST', KEYS[2]) end
   local id = string.sub(KEYS[1], string.find(KEYS[1], '}:s:', 1, true) + 4)
-  redis.call('ZADD', KEYS[3], score_of(deadline), id)
+  redis.call('ZADD', KEYS[3], ARGV[5], id)
 end
 return 0
 """,
