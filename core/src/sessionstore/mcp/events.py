@@ -6,17 +6,16 @@ which session an event belongs to. The SDK's interface does not pass it; it come
 :func:`session_scope` the roaming layer (:class:`~sessionstore.mcp.McpSessions`) enters around each
 request, which the SDK's per-session tasks inherit.
 
-Each stored event is ``<producer instance id> "\\n" <the message's JSON>`` (nothing after the
-newline for a priming event), and each event id the SDK hands to a client is
-``<producer instance id>.<the store's event id>``. So an instance that resumes a stream knows which
-instance produces it, from the client's ``Last-Event-ID`` alone when nothing came after it, and
-can tell a live producer from a dead one.
+Each stored event is ``<producer instance id> "\\n" <kind byte> <the message's JSON>`` (nothing
+after the newline for a priming event; the kind byte names the message's class), and each event
+id the SDK hands to a client is ``<producer instance id>.<the store's event id>``. So an instance
+that resumes a stream knows which instance produces it, from the client's ``Last-Event-ID`` alone
+when nothing came after it, and can tell a live producer from a dead one.
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import secrets
@@ -30,7 +29,15 @@ import anyio
 from ..errors import EventNotFoundError, SessionStoreError
 from ..records import Event
 from ..store import SessionStore
-from ._sdk import EventMessage, EventStore, dump_message, error_message, load_message
+from ._sdk import (
+    ANSWER_KINDS,
+    EventMessage,
+    EventStore,
+    dump_message,
+    error_message,
+    is_answer,
+    load_message,
+)
 
 __all__ = [
     "GET_STREAM_ID",
@@ -199,7 +206,7 @@ class SessionEventStore(EventStore):
             return f"unrecorded-{secrets.token_hex(8)}"
         if stream_id != GET_STREAM_ID and not (message is None and stream_id == scope.replayed):
             # (The SDK primes a stream again once it is replayed: that is no new request.)
-            if _answers(message):
+            if is_answer(message):
                 self._unanswered.discard((scope.session_id, stream_id))
                 if not self._unanswered and self._all_answered is not None:
                     self._all_answered.set()
@@ -367,23 +374,4 @@ class _Replay:
             await send_callback(EventMessage(load_message(payload), client_id))
             last_payload = payload
         if last_payload and self.stream_id != GET_STREAM_ID:
-            self.answered = _is_answer(last_payload)
-
-
-def _answers(message: Any) -> bool:
-    """Whether an SDK message is a response or an error (``.root`` is the message in SDK 1.x)."""
-    kind = type(getattr(message, "root", message)).__name__
-    return kind in ("JSONRPCResponse", "JSONRPCError")
-
-
-def _is_answer(payload: bytes) -> bool:
-    """Whether a stored message is a response or an error (the end of a request's stream)."""
-    try:
-        message = json.loads(payload)
-    except ValueError:
-        return False
-    return (
-        isinstance(message, dict)
-        and "id" in message
-        and ("result" in message or "error" in message)
-    )
+            self.answered = last_payload[0] in ANSWER_KINDS

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import random
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -35,6 +36,7 @@ from sessionstore import (
 
 from . import scripts
 from .connection import UNAVAILABLE, Endpoint, open_client, parse_spec, unavailable
+from .deadlines import OperationDeadlines
 from .layout import Layout, pack_record, pack_u64, unpack_record
 from .scripts import Script
 
@@ -54,17 +56,25 @@ def _redis_hook(method: Hook[T]) -> Hook[T]:
 
     @functools.wraps(method)
     async def hook(self: RedisBackend, *args: Any) -> T:
+        deadlines = self._deadlines
+        task = deadlines.begin()  # the bound on the whole operation
         try:
-            async with asyncio.timeout(self._timeout):  # the bound on the whole operation
-                if self._layout_pending:
-                    await self._check_layout()
-                return await method(self, *args)
+            if self._layout_pending:
+                await self._check_layout()
+            return await method(self, *args)
+        except asyncio.CancelledError:
+            if deadlines.end(task):
+                overdue = TimeoutError(f"the operation took over {deadlines.timeout} s")
+                raise unavailable(overdue, self._endpoint) from None
+            raise
         except UNAVAILABLE as exc:
             raise unavailable(exc, self._endpoint) from exc
         except ResponseError as exc:
             if str(exc).startswith("NOPERM"):
                 raise unavailable(exc, self._endpoint) from exc
             raise
+        finally:
+            deadlines.end(task)
 
     return hookimpl(hook)
 
@@ -87,7 +97,7 @@ class RedisBackend:
         self._endpoint = endpoint
         self._layout = layout
         self._grace_ms = grace_ms
-        self._timeout = timeout
+        self._deadlines = OperationDeadlines(timeout)
         self._layout_pending = True
         self._first_use = asyncio.Lock()
 
@@ -446,6 +456,7 @@ class RedisBackend:
 
     @hookimpl
     async def store_close(self) -> None:
+        await self._deadlines.close()
         try:
             await self._client.aclose()
         except UNAVAILABLE as exc:
@@ -453,8 +464,15 @@ class RedisBackend:
 
 
 def _handle_seed() -> int:
-    """Where a shard's stream-handle counter starts when it does not exist yet (see scripts)."""
-    return secrets.randbelow(2**36) + 1
+    """Where a shard's stream-handle counter starts when it does not exist yet (see scripts).
+
+    Drawn for every append (the counter may have been cleared since the last one); from a
+    generator seeded once from the OS, as unpredictability is not the point, only that a cleared
+    namespace does not hand out its old handles again, and a system call per event costs."""
+    return _SEEDS.randrange(1, 2**36 + 1)
+
+
+_SEEDS = random.Random(secrets.randbits(64))
 
 
 def _event_value(data: bytes | None) -> bytes:

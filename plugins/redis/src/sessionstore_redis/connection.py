@@ -156,8 +156,8 @@ def open_client(
 
     The driver gets no socket timeout: with one, redis-py wraps every send in
     ``asyncio.wait_for``, a new task per command, which costs more than a GET on loopback. The
-    backend bounds each operation with ``asyncio.timeout(timeout)`` instead (a cancelled command
-    makes redis-py drop its connection, so no late reply is ever read as another's).
+    backend bounds each operation itself (:mod:`sessionstore_redis.deadlines`; a cancelled
+    command makes redis-py drop its connection, so no late reply is ever read as another's).
     """
     del timeout  # enforced per operation by the backend
     options: dict[str, Any] = {
