@@ -204,22 +204,26 @@ EVENT_APPEND = Script(
     "event_append",
     """
 local now = tonumber(ARGV[4])
-local cur = redis.call('GET', KEYS[1])
-if not is_live(cur, now) then return {1} end
+local cur = redis.call('GETRANGE', KEYS[1], 0, 16)  -- the header up to the deadline is enough
+if cur == '' or not is_live(cur, now) then return {1} end
 local handle = redis.call('HGET', KEYS[2], 'm:' .. ARGV[1])
 if not handle then
   handle = next_handle(KEYS[3], ARGV[8], ARGV[6], ARGV[7])
   redis.call('HSET', KEYS[2], 'm:' .. ARGV[1], handle, 't:' .. handle, ARGV[1], 'f:' .. handle, 1)
+  -- The events hash may be new: give it the session's lifetime. Afterwards whatever moves the
+  -- deadline (update, last event id) moves the hash's too, so later appends need not.
+  expire(KEYS[2], ttl_of(deadline_of(cur), now, tonumber(ARGV[5])))
 end
 local seq = redis.call('HINCRBY', KEYS[2], 'n:' .. handle, 1)
 redis.call('HSET', KEYS[2], handle .. ':' .. fmt(seq), ARGV[2])
-local first = tonumber(redis.call('HGET', KEYS[2], 'f:' .. handle))
 local keep = tonumber(ARGV[3])
-if seq - first + 1 > keep then
-  for s = first, seq - keep do redis.call('HDEL', KEYS[2], handle .. ':' .. fmt(s)) end
-  redis.call('HSET', KEYS[2], 'f:' .. handle, fmt(seq - keep + 1))
+if seq > keep then  -- only then can the stream hold more than it keeps (its first is >= 1)
+  local first = tonumber(redis.call('HGET', KEYS[2], 'f:' .. handle))
+  if seq - first + 1 > keep then
+    for s = first, seq - keep do redis.call('HDEL', KEYS[2], handle .. ':' .. fmt(s)) end
+    redis.call('HSET', KEYS[2], 'f:' .. handle, fmt(seq - keep + 1))
+  end
 end
-expire(KEYS[2], ttl_of(deadline_of(cur), now, tonumber(ARGV[5])))
 return {0, handle, fmt(seq)}
 """,
 )
