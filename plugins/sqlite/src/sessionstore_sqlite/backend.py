@@ -197,6 +197,18 @@ def _sql_hook(
     return hookimpl(hook)
 
 
+def _settle(future: asyncio.Future[str], task: asyncio.Task[str]) -> None:
+    """Pass ``task``'s outcome on to ``future`` (unless its caller gave up)."""
+    if future.done():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        future.set_result(task.result())
+
+
 class SQLiteBackend:
     """The hooks of one namespace of one SQLite database."""
 
@@ -207,6 +219,7 @@ class SQLiteBackend:
         self._path = str(path)
         self._ns = namespace
         self._busy_timeout = busy_timeout
+        self._appends: list[tuple[tuple[Any, ...], asyncio.Future[str]]] = []
 
     def __repr__(self) -> str:
         return f"<SQLiteBackend {self._path} namespace={self._ns!r}>"
@@ -487,25 +500,80 @@ class SQLiteBackend:
 
     # -- events ---------------------------------------------------------------------------------
 
-    @_sql_hook
-    def event_append(
+    @hookimpl
+    async def event_append(
+        self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
+    ) -> str:
+        """Appends made in the same turn of the event loop share one transaction (a group
+        commit): an MCP server's concurrent streams cost one commit per turn, not per event."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str] = loop.create_future()
+        self._appends.append(((session_id, stream_id, data, retention, now_ms), future))
+        if len(self._appends) == 1:
+            loop.call_soon(self._flush_appends)
+        return await future
+
+    def _flush_appends(self) -> None:
+        batch, self._appends = self._appends, []
+        outcomes: list[str | SessionNotFoundError] = []
+        try:
+            with self._write() as conn:
+                for args, _ in batch:
+                    try:
+                        outcomes.append(self._append_in(conn, *args))
+                    except SessionNotFoundError as exc:  # raised before it wrote anything
+                        outcomes.append(exc)
+        except sqlite3.Error:
+            # Locked by another process (or worse): each append alone, with the usual retries.
+            for args, future in batch:
+                if not future.done():
+                    task = asyncio.ensure_future(self._append_alone(args))
+                    task.add_done_callback(functools.partial(_settle, future))
+            return
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller was cancelled; the event is stored all the same
+                continue
+            if isinstance(outcome, SessionNotFoundError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    async def _append_alone(self, args: tuple[Any, ...]) -> str:
+        try:
+            return self._append_one(*args)
+        except sqlite3.Error as exc:
+            return await self._retry(exc, SQLiteBackend._append_one, args)
+
+    def _append_one(
         self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
     ) -> str:
         with self._write() as conn:
-            if not self._is_live(conn, session_id, now_ms):
-                raise SessionNotFoundError(session_id)
-            row = conn.execute(
-                "INSERT INTO streams (namespace, session_id, stream_id, next_seq) "
-                "VALUES (?, ?, ?, 2) ON CONFLICT (namespace, session_id, stream_id) "
-                "DO UPDATE SET next_seq = next_seq + 1 RETURNING handle, next_seq - 1",
-                (self._ns, session_id, stream_id),
-            ).fetchone()
-            handle, seq = row
-            conn.execute("INSERT INTO events VALUES (?, ?, ?)", (handle, seq, data))
-            if seq > retention:
-                conn.execute(
-                    "DELETE FROM events WHERE handle = ? AND seq <= ?", (handle, seq - retention)
-                )
+            return self._append_in(conn, session_id, stream_id, data, retention, now_ms)
+
+    def _append_in(
+        self,
+        conn: sqlite3.Connection,
+        session_id: str,
+        stream_id: str,
+        data: bytes | None,
+        retention: int,
+        now_ms: int,
+    ) -> str:
+        """One append inside the caller's write transaction."""
+        if not self._is_live(conn, session_id, now_ms):
+            raise SessionNotFoundError(session_id)
+        row = conn.execute(
+            "INSERT INTO streams (namespace, session_id, stream_id, next_seq) "
+            "VALUES (?, ?, ?, 2) ON CONFLICT (namespace, session_id, stream_id) "
+            "DO UPDATE SET next_seq = next_seq + 1 RETURNING handle, next_seq - 1",
+            (self._ns, session_id, stream_id),
+        ).fetchone()
+        handle, seq = row
+        conn.execute("INSERT INTO events VALUES (?, ?, ?)", (handle, seq, data))
+        if seq > retention:
+            conn.execute(
+                "DELETE FROM events WHERE handle = ? AND seq <= ?", (handle, seq - retention)
+            )
         return f"{handle}-{seq}"
 
     @_sql_hook
