@@ -207,6 +207,36 @@ async def test_a_flushed_script_cache_is_reloaded(redis_url: str, sync_client: r
         assert (await store.get_session(created.id)).metadata == {"after": "flush"}
 
 
+async def test_concurrent_appends_share_round_trips_and_each_get_their_own_id(
+    redis_url: str, sync_client: redis.Redis
+) -> None:
+    """While one append is on the wire, the others queue and go out in one pipeline: every
+    append still gets its own id and outcome, even when the script cache was flushed."""
+    async with open_store(redis_url, namespace=fresh_namespace()) as store:
+        sessions = [(await store.create_session(session())).id for _ in range(4)]
+        cursors = {
+            (s, f"stream-{k}"): await store.append_event(s, f"stream-{k}", None)
+            for s in sessions
+            for k in range(3)
+        }
+        sync_client.script_flush()  # the pipelined calls meet NOSCRIPT and are run again
+        calls = [(sessions[i % 4], f"stream-{i % 3}", f"event {i}".encode()) for i in range(120)]
+        appends = [store.append_event(*call) for call in calls]
+        appends.insert(60, store.append_event("no-such-session", "stream-0", b"lost"))
+        before = sync_client.info("stats")["total_connections_received"]
+        outcomes = await asyncio.gather(*appends, return_exceptions=True)
+        assert isinstance(outcomes.pop(60), SessionNotFoundError)
+        assert all(isinstance(o, str) for o in outcomes), outcomes
+        assert len(set(outcomes)) == 120
+        # Queued appends share one connection (a pipeline), not one connection each.
+        opened = sync_client.info("stats")["total_connections_received"] - before
+        assert opened <= 2, opened
+        for (session_id, stream), cursor in cursors.items():
+            _, replayed = await store.replay_events_after(cursor, session_id=session_id)
+            expected = {data for s, st, data in calls if (s, st) == (session_id, stream)}
+            assert {e.data for e in replayed} == expected
+
+
 async def test_native_ttls_follow_the_deadline_plus_grace(
     redis_url: str, sync_client: redis.Redis
 ) -> None:

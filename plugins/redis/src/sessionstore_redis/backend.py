@@ -100,6 +100,8 @@ class RedisBackend:
         self._deadlines = OperationDeadlines(timeout)
         self._layout_pending = True
         self._first_use = asyncio.Lock()
+        self._appending = False  # an append is on the wire; others queue (see _append)
+        self._append_queue: list[tuple[Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._endpoint.display} shards={self._layout.shards}>"
@@ -364,10 +366,78 @@ class RedisBackend:
             self._layout.shards,
             _handle_seed(),
         )
-        outcome = await self._run(scripts.EVENT_APPEND, keys, args)
+        outcome = await self._append(keys, args)
         if outcome[0] == 1:
             raise SessionNotFoundError(session_id)
         return f"{outcome[1].decode()}-{outcome[2].decode()}-{session_id}"
+
+    async def _append(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one append now, or, while another is on the wire, queue it: what queued meanwhile
+        goes out together in one pipeline (one round trip), so concurrent streams share round
+        trips while a lone writer waits for nothing."""
+        if not self._appending:
+            self._appending = True
+            try:
+                return await self._run(scripts.EVENT_APPEND, keys, args)
+            finally:
+                if self._append_queue:
+                    asyncio.get_running_loop().create_task(self._send_queued_appends())
+                else:
+                    self._appending = False
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._append_queue.append((keys, args, future))
+        return await future
+
+    async def _send_queued_appends(self) -> None:
+        try:
+            while self._append_queue:
+                batch, self._append_queue = self._append_queue, []
+                try:
+                    outcomes = await self._run_many(
+                        scripts.EVENT_APPEND, [(keys, args) for keys, args, _ in batch]
+                    )
+                except asyncio.CancelledError:
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:
+                    outcomes = [exc] * len(batch)
+                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():  # its caller gave up (timed out, cancelled)
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._appending = False
+
+    async def _run_many(
+        self, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per call, in one pipeline on a single server (concurrently on a
+        cluster, whose calls go to several nodes); each outcome is a result or an exception."""
+        if len(calls) == 1 or isinstance(self._client, RedisCluster):
+            return list(
+                await asyncio.gather(
+                    *(self._run(script, keys, args) for keys, args in calls),
+                    return_exceptions=True,
+                )
+            )
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        outcomes = list(await pipe.execute(raise_on_error=False))
+        missing = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, NoScriptError)]
+        if missing:  # the server lost its scripts: load it, then run those again
+            await self._client.script_load(script.source)
+            for i in missing:
+                keys, args = calls[i]
+                try:
+                    outcomes[i] = await self._run(script, keys, args)
+                except Exception as exc:
+                    outcomes[i] = exc
+        return outcomes
 
     @_redis_hook
     async def event_replay(
