@@ -13,6 +13,9 @@ An HTML comment on the line right before a fence tells the tests something about
 ``<!-- snippet: continue -->``
     the block continues the previous Python block of the same page: the two (or more) run as one
     program, so a long listing can be explained piece by piece and still be tested whole.
+``<!-- snippet: mcp-sdk1 -->``
+    the block is written for the MCP SDK's 1.x API: it runs in ``.venv-mcp1`` (the SDK 1.x
+    environment the MCP end-to-end tests use), not in the development environment's SDK 2.x.
 
 A marker that is not right before a fence, a skip without a reason, an unknown directive, a
 ``continue`` with nothing to continue and an unclosed fence are all reported in
@@ -51,7 +54,7 @@ class Block:
     language: str
     code: str
     directive: str | None = None
-    """``"skip"``, ``"continue"`` or ``None``: the marker right before the fence."""
+    """``"skip"``, ``"continue"``, ``"mcp-sdk1"`` or ``None``: the marker before the fence."""
     reason: str | None = None
     """The reason of a ``skip``."""
 
@@ -66,6 +69,8 @@ class Snippet:
     code: str
     blocks: int = 1
     skip_reason: str | None = None
+    mcp_sdk1: bool = False
+    """Whether it runs with the MCP SDK 1.x (``.venv-mcp1``)."""
 
     @property
     def id(self) -> str:
@@ -98,6 +103,7 @@ class Page:
                     skip_reason=(block.reason or "no reason given (a problem of the page)")
                     if block.directive == "skip"
                     else None,
+                    mcp_sdk1=block.directive == "mcp-sdk1",
                 )
             )
         return snippets
@@ -167,12 +173,13 @@ def parse_page(text: str, path: str) -> Page:
 
 
 def _directive(body: str, where: str, problems: list[str]) -> tuple[str | None, str | None]:
-    if body == "continue":
-        return "continue", None
+    if body in ("continue", "mcp-sdk1"):
+        return body, None
     skip = _SKIP.match(body)
     if skip is None:
         problems.append(
-            f"{where}: unknown snippet marker {body!r}: use 'skip (reason)' or 'continue'"
+            f"{where}: unknown snippet marker {body!r}: "
+            "use 'skip (reason)', 'continue' or 'mcp-sdk1'"
         )
         return None, None
     reason = (skip["reason"] or "").strip()

@@ -190,12 +190,17 @@ def _numbered(code: str) -> str:
     return "\n".join(f"{n:4} | {line}" for n, line in enumerate(code.splitlines(), 1))
 
 
-def run_snippet(code: str, workdir: Path, label: str) -> subprocess.CompletedProcess[str]:
+MCP_SDK1_PYTHON = REPO / ".venv-mcp1" / "bin" / "python"
+
+
+def run_snippet(
+    code: str, workdir: Path, label: str, python: str = sys.executable
+) -> subprocess.CompletedProcess[str]:
     path = workdir / "snippet.py"
     path.write_text(code, encoding="utf-8")
     try:
         return subprocess.run(
-            [sys.executable, "-c", RUNNER, str(path)],
+            [python, "-c", RUNNER, str(path)],
             cwd=workdir,
             capture_output=True,
             text=True,
@@ -217,7 +222,14 @@ def test_snippet_runs(snippet: Snippet, tmp_path: Path, request: pytest.FixtureR
     code = snippet.code
     if _REDIS_URL.search(code):
         code = substitute_redis_urls(code, request.getfixturevalue("snippet_servers"), tmp_path)
-    result = run_snippet(code, tmp_path, snippet.id)
+    python = sys.executable
+    if snippet.mcp_sdk1:
+        if not MCP_SDK1_PYTHON.exists():
+            skip_or_fail(
+                f"{snippet.id} needs the SDK 1.x environment: run `make .venv-mcp1/.installed`"
+            )
+        python = str(MCP_SDK1_PYTHON)
+    result = run_snippet(code, tmp_path, snippet.id, python)
     if result.returncode != 0:
         pytest.fail(
             f"{snippet.id} ({snippet.blocks} block(s)) exited with {result.returncode}\n"
@@ -256,7 +268,8 @@ def test_marker_rules_catch_mistakes() -> None:
     assert page.problems == [
         "t.md:1: a skipped snippet needs a reason: <!-- snippet: skip (why) -->",
         "t.md:9: a snippet marker must be on the line right before a code fence",
-        "t.md:14: unknown snippet marker 'frobnicate': use 'skip (reason)' or 'continue'",
+        "t.md:14: unknown snippet marker 'frobnicate': "
+        "use 'skip (reason)', 'continue' or 'mcp-sdk1'",
         "t.md:25: the code fence opened here is never closed",
     ]
     snippets = {s.line: s for s in page.snippets}
