@@ -20,6 +20,7 @@ from sessionstore import Session, SessionStore, TransportType, open_store
 from sessionstore.mcp import (
     GET_STREAM_ID,
     INTERRUPTED_ERROR_CODE,
+    McpSessions,
     SessionEventStore,
     session_scope,
 )
@@ -247,7 +248,7 @@ async def test_a_producer_that_died_right_after_the_cursor_is_found_from_the_id(
 
 
 def test_instance_ids_are_checked() -> None:
-    for bad in ("", "a.b", "a b", "x" * 65, "é"):
+    for bad in ("", "a.b", "a b", "x" * 81, "é"):
         with pytest.raises(ValueError, match="instance_id"):
             SessionEventStore(instance_id=bad)
 
@@ -286,3 +287,62 @@ async def test_a_stopping_instance_knows_which_requests_still_run(tmp_path: Path
             await asyncio.wait_for(events.wait_for_answers(), 5)
             await later
             assert events.unanswered == 0
+
+
+async def test_a_producer_found_dead_is_read_once_more_before_the_error(tmp_path: Path) -> None:
+    """The producer stored its answer, then died, between two looks: the answer is delivered,
+    not an interruption error."""
+    async with sqlite_store(tmp_path) as store:
+        producer = SessionEventStore(store, instance_id="finisher")
+        resumer = SessionEventStore(store, instance_id="resumer", poll_interval=0.01)
+        session_id = await new_session(store)
+
+        async def answered_then_died(instance_id: str) -> bool:
+            with session_scope(session_id):
+                await producer.store_event("6", answer(6))
+            return False
+
+        resumer.bind(store, liveness=answered_then_died, liveness_interval=0.01)
+        with session_scope(session_id):
+            cursor = await producer.store_event("6", None)
+            collected = Collected()
+            await asyncio.wait_for(resumer.replay_events_after(cursor, collected), 10)
+        assert [m.get("result") for m in collected.messages] == [{"content": []}]
+
+
+async def test_a_stopping_instance_does_not_wait_for_requests_of_ended_sessions(
+    tmp_path: Path,
+) -> None:
+    async with sqlite_store(tmp_path) as store:
+        sessions = McpSessions(store, drain_timeout=30)
+        await sessions.start()
+        try:
+            gone, live = await new_session(store), await new_session(store)
+            with session_scope(gone):
+                await sessions.event_store.store_event("1", None)
+            with session_scope(live):
+                await sessions.event_store.store_event("1", None)
+            await store.delete_session(gone)
+            assert sessions.event_store.unanswered == 2
+
+            async def answer_live() -> None:
+                await asyncio.sleep(0.1)
+                with session_scope(live):
+                    await sessions.event_store.store_event("1", answer(1))
+
+            answering = asyncio.create_task(answer_live())
+            assert await asyncio.wait_for(sessions.drain(), 5) is True
+            await answering
+        finally:
+            await sessions.stop()
+
+
+def test_each_process_is_a_new_producer_even_under_the_same_name() -> None:
+    first, restarted = (
+        McpSessions("memory", instance_id="A"),
+        McpSessions("memory", instance_id="A"),
+    )
+    assert first.instance_id.startswith("A-")
+    assert first.instance_id != restarted.instance_id
+    with pytest.raises(ValueError, match="instance_id"):
+        McpSessions("memory", instance_id="x" * 65)

@@ -274,9 +274,10 @@ async def test_heartbeats_come_and_go_with_the_instance(tmp_path: Path) -> None:
     spec = f"sqlite:///{tmp_path / 'mcp.db'}"
     sessions = McpSessions(spec, instance_id="solo", heartbeat_interval=0.1, heartbeat_ttl=1)
     async with serving(build_app("solo", sessions)), open_store(spec) as store:
-        beats = await store.get_session(INSTANCE_ID_PREFIX + "solo")
+        assert sessions.instance_id.startswith("solo-")  # a name, and this process's suffix
+        beats = await store.get_session(INSTANCE_ID_PREFIX + sessions.instance_id)
         await asyncio.sleep(0.3)
-        later = await store.get_session(INSTANCE_ID_PREFIX + "solo")
+        later = await store.get_session(INSTANCE_ID_PREFIX + sessions.instance_id)
         assert later.version > beats.version
     async with open_store(spec) as store:
         assert await store.count_sessions() == 0  # a clean stop leaves no heartbeat behind

@@ -4,6 +4,7 @@ TLS, failures. The contract suite runs separately (test_redis_contract.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -407,6 +408,63 @@ async def test_an_unreachable_server_fails_fast_with_store_unavailable() -> None
     assert "hunter2" not in str(info.value)
     assert "redis://:***@127.0.0.1" in str(info.value)
     await store.aclose()
+
+
+class StallingProxy:
+    """A TCP proxy in front of a server that can turn into a network blackhole: while stalled,
+    nothing is forwarded on any connection, open or new; the connections that saw the stall
+    stay silent for good, as half-open TCP connections do, and new ones work once healed."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stalled = False
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> StallingProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if self.stalled:
+                    await asyncio.Event().wait()  # this connection is silent from now on
+                dst.write(data)
+                await dst.drain()
+
+        with contextlib.suppress(Exception):
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_appends_recover_once_a_stalled_network_heals(redis_server: RedisServer) -> None:
+    """Appends queued behind one that went into a blackhole fail by the deadline, and once the
+    network heals the next ones work: nothing stays wedged behind the silent connections."""
+    async with (
+        StallingProxy(redis_server.port) as proxy,
+        open_store(proxy.url, timeout=0.5) as store,
+    ):
+        session_id = (await store.create_session(session("stall"))).id
+        await store.append_event(session_id, "s", b"before")
+        proxy.stalled = True
+        # At once: one goes out alone, the others queue behind it for one pipeline.
+        appends = [store.append_event(session_id, "s", b"lost") for _ in range(3)]
+        outcomes = await asyncio.gather(*appends, return_exceptions=True)
+        assert all(isinstance(o, StoreUnavailableError) for o in outcomes), outcomes
+        await asyncio.sleep(1.5)  # the queued pipeline's own deadline passes too
+        proxy.stalled = False
+        for _ in range(3):
+            assert isinstance(await store.append_event(session_id, "s", b"after"), str)
 
 
 async def test_a_hung_server_times_out_within_the_bound(redis_server: RedisServer) -> None:

@@ -58,13 +58,18 @@ INTERRUPTED_ERROR_CODE = -32603
 
 _SEPARATOR = b"\n"
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 
-def check_instance_id(instance_id: str) -> str:
-    """Return ``instance_id`` if it can name an instance (1-64 of ``A-Z a-z 0-9 _ -``)."""
-    if not isinstance(instance_id, str) or not _INSTANCE_ID.fullmatch(instance_id):
-        raise ValueError(f"instance_id must be 1-64 of A-Z a-z 0-9 _ -, not {instance_id!r}")
+def check_instance_id(instance_id: str, *, longest: int = 80) -> str:
+    """Return ``instance_id`` if it can name an instance (1 to ``longest`` of
+    ``A-Z a-z 0-9 _ -``), else raise ``ValueError``."""
+    if (
+        not isinstance(instance_id, str)
+        or not _INSTANCE_ID.fullmatch(instance_id)
+        or len(instance_id) > longest
+    ):
+        raise ValueError(f"instance_id must be 1-{longest} of A-Z a-z 0-9 _ -, not {instance_id!r}")
     return instance_id
 
 
@@ -204,14 +209,13 @@ class SessionEventStore(EventStore):
             )
         if not scope.recording:
             return f"unrecorded-{secrets.token_hex(8)}"
+        request = (scope.session_id, stream_id)
+        answers = False
         if stream_id != GET_STREAM_ID and not (message is None and stream_id == scope.replayed):
             # (The SDK primes a stream again once it is replayed: that is no new request.)
-            if is_answer(message):
-                self._unanswered.discard((scope.session_id, stream_id))
-                if not self._unanswered and self._all_answered is not None:
-                    self._all_answered.set()
-            else:
-                self._unanswered.add((scope.session_id, stream_id))
+            answers = is_answer(message)
+            if not answers:
+                self._unanswered.add(request)
         try:
             stored = await self.store.append_event(
                 scope.session_id, stream_id, self._envelope(message)
@@ -223,6 +227,9 @@ class SessionEventStore(EventStore):
                 "event of session %s stream %s not stored: %s", scope.session_id, stream_id, exc
             )
             return f"unstored-{secrets.token_hex(8)}"
+        finally:
+            if answers:  # only now: a stopping instance waits until its answers are stored
+                self.forget_requests({request})
         return _client_event_id(self.instance_id, stored)
 
     async def replay_events_after(
@@ -261,6 +268,24 @@ class SessionEventStore(EventStore):
     def unanswered(self) -> int:
         """How many requests this instance is producing a stream for that have no answer yet."""
         return len(self._unanswered)
+
+    def forget_requests(self, requests: set[tuple[str, str]] | None = None) -> None:
+        """Stop waiting for these ``(session id, stream id)`` requests (all, without an argument):
+        they were answered, or their session ended."""
+        if requests is None:
+            self._unanswered.clear()
+        else:
+            self._unanswered -= requests
+        if not self._unanswered and self._all_answered is not None:
+            self._all_answered.set()
+
+    def requests(self) -> set[tuple[str, str]]:
+        """The ``(session id, stream id)`` of the requests this instance still produces."""
+        return set(self._unanswered)
+
+    def unanswered_sessions(self) -> set[str]:
+        """The sessions of the requests this instance still produces."""
+        return {session_id for session_id, _ in self._unanswered}
 
     async def wait_for_answers(self) -> None:
         """Return once every request stream this instance produces is answered. A stopping
@@ -313,7 +338,16 @@ class SessionEventStore(EventStore):
             assert self._liveness is not None
             if await self._liveness(producer):
                 continue
-            if not on_get_stream:
+            # Dead: but it may have stored more (its answer even) since the last look.
+            try:
+                _, events = await self.store.replay_events_after(
+                    replay.cursor, session_id=session_id
+                )
+            except SessionStoreError:
+                events = []
+            if events:
+                await replay.deliver(events, send_callback)
+            if not on_get_stream and not replay.answered:
                 await self._answer_interrupted(session_id, replay, producer, send_callback)
             return
 

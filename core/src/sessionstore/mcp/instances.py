@@ -84,7 +84,15 @@ class Heartbeat:
             logger.warning("liveness of %s unknown: %s", instance_id, exc)
             return True
         beat = record.metadata.get(_BEAT)
-        return isinstance(beat, int | float) and time.time() - beat < self.ttl
+        if isinstance(beat, int | float) and time.time() - beat < self.ttl:
+            return True
+        # Dead (killed, never stopped cleanly): its record goes, or with no store ttl such
+        # records would pile up. Were it only slow, its next beat writes the record again.
+        try:
+            await self._store.delete_session(record.id)
+        except SessionStoreError as exc:
+            logger.warning("heartbeat record of %s not deleted: %s", instance_id, exc)
+        return False
 
     async def _run(self) -> None:
         while True:

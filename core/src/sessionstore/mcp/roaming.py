@@ -128,9 +128,10 @@ class McpSessions:
         self._store: SessionStore | None = store if isinstance(store, SessionStore) else None
         self.path = path.rstrip("/") or "/"
         self.principal = principal
-        self.instance_id = check_instance_id(
-            secrets.token_hex(8) if instance_id is None else instance_id
-        )
+        # A random suffix per process: a crashed instance restarted under the same name is a
+        # new producer, so the requests the old process left unanswered are seen as orphaned.
+        name = "mcp" if instance_id is None else check_instance_id(instance_id, longest=64)
+        self.instance_id = f"{name}-{secrets.token_hex(6)}"
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_ttl = heartbeat_ttl
         self.touch_interval = touch_interval
@@ -188,13 +189,20 @@ class McpSessions:
             self._store = open_store(self._spec, **self._store_options)
         if self.touch_interval is None and self._store.ttl is not None:
             self.touch_interval = self._store.ttl.total_seconds() / 4
-        self._heartbeat = Heartbeat(
+        heartbeat = Heartbeat(
             self._store,
             self.instance_id,
             interval=self.heartbeat_interval,
             ttl=self.heartbeat_ttl,
         )
-        await self._heartbeat.start()
+        try:
+            await heartbeat.start()
+        except BaseException:
+            if isinstance(self._spec, str):  # opened here: closed here
+                store, self._store = self._store, None
+                await store.aclose()
+            raise
+        self._heartbeat = heartbeat
         self._sweeper = asyncio.create_task(self._sweep(), name="sessionstore.mcp sweeper")
         self.event_store.bind(
             self._store,
@@ -208,6 +216,16 @@ class McpSessions:
         """Wait (up to ``drain_timeout``) until the requests this instance runs are answered;
         return whether they all were. The heartbeat goes on meanwhile, so another instance
         that a client resumed on keeps delivering their events and results from the store."""
+        sessions = self.event_store.unanswered_sessions()
+        if sessions and self._store is not None:
+            # A request of a session that ended (deleted, expired) is never answered: skip it.
+            try:
+                live = {s.id for s in await self._store.get_sessions_batch(sorted(sessions))}
+            except SessionStoreError:
+                live = sessions
+            self.event_store.forget_requests(
+                {r for r in self.event_store.requests() if r[0] not in live}
+            )
         running = self.event_store.unanswered
         if not running:
             return True
@@ -511,11 +529,11 @@ class _RoamingApp:
                 with anyio.fail_after(self.sessions.restore_timeout):
                     local = await self._replay_initialize(session_id, kept, scope)
             except (TimeoutError, _RestoreFailed) as exc:
+                # The lock stays: a request still waiting on it must not race a newcomer's.
                 logger.warning("session %s not restored: %s", session_id, exc)
                 return None
-            finally:
-                self._restoring.pop(session_id, None)
             self._local[session_id] = local
+            self._restoring.pop(session_id, None)  # waiters find the session in _local
             logger.info("session %s restored here (local id %s)", session_id, local)
             return local
 

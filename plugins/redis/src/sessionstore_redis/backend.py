@@ -63,7 +63,9 @@ def _redis_hook(method: Hook[T]) -> Hook[T]:
                 await self._check_layout()
             return await method(self, *args)
         except asyncio.CancelledError:
-            if deadlines.end(task):
+            # A timeout only if the deadline's was the sole cancellation: one from elsewhere
+            # (a shutdown) that came at the same moment must go on.
+            if deadlines.end(task) and not task.cancelling():
                 overdue = TimeoutError(f"the operation took over {deadlines.timeout} s")
                 raise unavailable(overdue, self._endpoint) from None
             raise
@@ -101,6 +103,7 @@ class RedisBackend:
         self._layout_pending = True
         self._first_use = asyncio.Lock()
         self._appending = False  # an append is on the wire; others queue (see _append)
+        self._append_sender: asyncio.Task[None] | None = None
         self._append_queue: list[tuple[Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
 
     def __repr__(self) -> str:
@@ -381,7 +384,9 @@ class RedisBackend:
                 return await self._run(scripts.EVENT_APPEND, keys, args)
             finally:
                 if self._append_queue:
-                    asyncio.get_running_loop().create_task(self._send_queued_appends())
+                    self._append_sender = asyncio.get_running_loop().create_task(
+                        self._send_queued_appends()
+                    )
                 else:
                     self._appending = False
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -393,9 +398,12 @@ class RedisBackend:
             while self._append_queue:
                 batch, self._append_queue = self._append_queue, []
                 try:
-                    outcomes = await self._run_many(
-                        scripts.EVENT_APPEND, [(keys, args) for keys, args, _ in batch]
-                    )
+                    # This task is no hook's: the deadline is its own, or a stalled connection
+                    # would hold every later append behind it.
+                    async with asyncio.timeout(self._deadlines.timeout):
+                        outcomes = await self._run_many(
+                            scripts.EVENT_APPEND, [(keys, args) for keys, args, _ in batch]
+                        )
                 except asyncio.CancelledError:
                     for _, _, future in batch:
                         future.cancel()

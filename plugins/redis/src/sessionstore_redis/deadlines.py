@@ -43,7 +43,8 @@ class OperationDeadlines:
         """Stop bounding ``task``'s operation; return whether its deadline cancelled it.
 
         When it did, the cancellation is taken back (``task.uncancel()``), so the caller raises
-        a timeout in its place. Calling it again for the same operation returns ``False``.
+        a timeout in its place (unless ``task.cancelling()`` shows another cancellation, which
+        must go on). Calling it again for the same operation returns ``False``.
         """
         self._started.pop(task, None)
         if task in self._overdue:

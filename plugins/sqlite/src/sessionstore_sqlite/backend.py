@@ -199,7 +199,9 @@ def _sql_hook(
 
 def _settle(future: asyncio.Future[str], task: asyncio.Task[str]) -> None:
     """Pass ``task``'s outcome on to ``future`` (unless its caller gave up)."""
-    if future.done():
+    if future.done():  # the caller gave up: still collect the outcome, so none is unseen
+        if not task.cancelled():
+            task.exception()
         return
     if task.cancelled():
         future.cancel()
@@ -257,10 +259,11 @@ class SQLiteBackend:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.rollback()
+            if conn.in_transaction:  # a failed COMMIT leaves the transaction open
+                conn.rollback()
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -523,8 +526,9 @@ class SQLiteBackend:
                         outcomes.append(self._append_in(conn, *args))
                     except SessionNotFoundError as exc:  # raised before it wrote anything
                         outcomes.append(exc)
-        except sqlite3.Error:
-            # Locked by another process (or worse): each append alone, with the usual retries.
+        except Exception:
+            # Locked by another process (or worse): each append alone, with the usual retries
+            # (which raise what is really wrong, as the caller's own error).
             for args, future in batch:
                 if not future.done():
                     task = asyncio.ensure_future(self._append_alone(args))
