@@ -70,12 +70,11 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import (
     AbstractContextManager,
     AsyncExitStack,
     asynccontextmanager,
-    contextmanager,
     nullcontext,
 )
 from dataclasses import dataclass, field
@@ -83,9 +82,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from time import perf_counter
 from typing import Any
-from urllib.parse import urlsplit
 
-from benchkit import check, emit, proxy_session
+from benchkit import NoRedisServer, check, emit, proxy_session, redis_server
 
 from sessionstore import SessionStore, __version__, new_session_id, open_store
 
@@ -99,7 +97,6 @@ RESULT_EVERY = 10  # in the replay stream, every 10th event is a tool result
 TTL_S = 3600
 EVENT_RETENTION = 2 * REPLAY_EVENTS  # ours; mcp-persist keeps every event (max_stream_length None)
 BACKENDS = ("sqlite", "redis")
-REDIS_TESTS = Path(__file__).resolve().parent.parent / "plugins" / "redis" / "tests"
 KEY_PREFIX = "sessionstore"  # the Redis backend's default key_prefix
 
 OPERATIONS = ("store", "store_x50", "replay")
@@ -495,26 +492,6 @@ async def sqlite_sides(directory: Path, tag: str) -> AsyncIterator[tuple[dict[st
         yield sides, info
 
 
-@contextmanager
-def redis_server(url: str | None) -> Iterator[tuple[str, str]]:
-    """``(url, what it is)``: the given server, or a throwaway one stopped on exit."""
-    if url:
-        if urlsplit(url).scheme.lower() not in ("redis", "rediss"):
-            raise SystemExit(
-                f"--url must be a redis:// or rediss:// URL of one server, not {url!r}"
-            )
-        yield url, "given by --url / SESSIONSTORE_REDIS_URL"
-        return
-    sys.path.insert(0, str(REDIS_TESTS))
-    from redis_servers import RedisServer, redis_server_binary
-
-    binary = redis_server_binary()
-    if binary is None:
-        raise LookupError("redis-server is not on PATH (apt-get install redis-server)")
-    with RedisServer() as server:
-        yield server.url, f"throwaway {binary} on 127.0.0.1:{server.port}"
-
-
 @asynccontextmanager
 async def redis_sides(url: str, tag: str, *, clean_up: bool) -> AsyncIterator[tuple[dict, dict]]:
     from mcp_persist import RedisEventStore
@@ -660,7 +637,7 @@ async def run(args: Any, tag: str) -> tuple[dict[str, Any], dict[str, str]]:
         try:
             server = redis_server(args.url)
             url, what = server.__enter__()
-        except LookupError as exc:
+        except NoRedisServer as exc:
             skipped["redis"] = str(exc)
             continue
         try:

@@ -63,18 +63,17 @@ import struct
 import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from pathlib import Path
 from time import perf_counter
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from benchkit import base_parser, check, emit, proxy_session
+from benchkit import NoRedisServer, base_parser, check, emit, proxy_session, redis_server
 from redis.asyncio import Redis
 
 from sessionstore import (
@@ -110,7 +109,6 @@ SCALE_PROGRESS_EVERY = 100_000
 PURGE_TARGET_S = 10.0
 SIMILAR_FACTOR = 3.0  # "similar": the figure at N is at most 3x the one at N/10
 HASH_MASK = (1 << 64) - 1
-REDIS_TESTS = Path(__file__).resolve().parent.parent / "plugins" / "redis" / "tests"
 KEY_PREFIX = "sessionstore"  # the backend's default key_prefix
 
 # Copies of the backend's record layout (plugins/redis/src/sessionstore_redis/layout.py).
@@ -173,30 +171,6 @@ def _progress(message: str) -> None:
 
 
 # -- the server -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def redis_server(url: str | None) -> Iterator[tuple[str, str]]:
-    """``(url, what it is)``: the given server, or a throwaway one stopped on exit."""
-    if url:
-        scheme = urlsplit(url).scheme.lower()
-        if scheme not in ("redis", "rediss"):
-            raise SystemExit(
-                f"--url must be a redis:// or rediss:// URL of one server, not {url!r}"
-            )
-        yield url, "given by --url / SESSIONSTORE_REDIS_URL"
-        return
-    sys.path.insert(0, str(REDIS_TESTS))
-    from redis_servers import RedisServer, redis_server_binary
-
-    binary = redis_server_binary()
-    if binary is None:
-        raise SystemExit(
-            "bench_redis: redis-server is not on PATH: install it (apt-get install redis-server) "
-            "or pass --url redis://host:port/db"
-        )
-    with RedisServer() as server:
-        yield server.url, f"throwaway {binary} on 127.0.0.1:{server.port}"
 
 
 def raw_client(url: str) -> Redis:
@@ -1146,7 +1120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--scale must be 0 or at least 10")
     start = perf_counter()
     tag = secrets.token_hex(4)
-    with redis_server(args.url) as (url, what):
+    with ExitStack() as stack:
+        try:
+            url, what = stack.enter_context(redis_server(args.url))
+        except NoRedisServer as exc:
+            raise SystemExit(f"bench_redis: {exc}") from None
         clean_up = bool(args.url)  # a throwaway server is simply stopped
         small = asyncio.run(run_small(url, args.sessions, args.rounds, tag, clean_up=clean_up))
         scale = (

@@ -5,12 +5,47 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sessionstore import ResponseMode, Session, TransportType, new_session_id
 
-__all__ = ["base_parser", "check", "emit", "proxy_session"]
+__all__ = ["NoRedisServer", "base_parser", "check", "emit", "proxy_session", "redis_server"]
+
+REDIS_TESTS = Path(__file__).resolve().parent.parent / "plugins" / "redis" / "tests"
+
+
+class NoRedisServer(Exception):
+    """No ``--url`` was given and ``redis-server`` is not on PATH to start a throwaway one."""
+
+
+@contextmanager
+def redis_server(url: str | None) -> Iterator[tuple[str, str]]:
+    """``(url, what it is)``: the given server, or a throwaway one stopped on exit.
+
+    Raises :class:`NoRedisServer` on entry when there is neither.
+    """
+    if url:
+        if urlsplit(url).scheme.lower() not in ("redis", "rediss"):
+            raise SystemExit(
+                f"--url must be a redis:// or rediss:// URL of one server, not {url!r}"
+            )
+        yield url, "given by --url / SESSIONSTORE_REDIS_URL"
+        return
+    sys.path.insert(0, str(REDIS_TESTS))
+    from redis_servers import RedisServer, redis_server_binary
+
+    binary = redis_server_binary()
+    if binary is None:
+        raise NoRedisServer(
+            "redis-server is not on PATH: install it (apt-get install redis-server) "
+            "or pass --url redis://host:port/db"
+        )
+    with RedisServer() as server:
+        yield server.url, f"throwaway {binary} on 127.0.0.1:{server.port}"
 
 
 def proxy_session(session_id: str | None = None) -> Session:
