@@ -105,44 +105,12 @@ def _plain(docstring: str) -> str:
     return " ".join(roles.replace("`", "").split())
 
 
-@pytest.fixture(scope="module")
-def hooks_called(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """The hooks the whole contract suite called on the (traced) memory backend."""
-    trace = tmp_path_factory.mktemp("trace") / "hooks.txt"
-    trace.touch()
-    env = {
-        **os.environ,
-        "SESSIONSTORE_HOOK_TRACE": str(trace),
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
-    run = subprocess.run(
-        [
-            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs"),
-            *("--pyargs", "sessionstore_contract"),
-            *("--sessionstore-factory", "hook_tracing:create_backend"),
-        ],
-        cwd=HERE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
-    assert re.search(r"\d+ passed", run.stdout), run.stdout[-2000:]
-    # Every contract test ran, but those of the optional hooks the memory backend leaves out.
-    skips = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert all(
-        "optional" in line and any(hook in line for hook in NOT_CALLED_ON_MEMORY) for line in skips
-    ), run.stdout[-2000:]
-    return set(trace.read_text(encoding="utf-8").split())
-
-
-@pytest.fixture(scope="module")
-def optional_hooks_called(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """The hooks the contract suite's tests of the optional hooks called on a traced SQLite
-    backend (the memory backend leaves those hooks out)."""
-    folder = tmp_path_factory.mktemp("trace-sqlite")
+def _run_traced_suite(
+    folder: Path, factory: str, *pytest_args: str
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run the contract suite in a subprocess on the traced backend ``factory`` makes (see
+    hook_tracing.py), as a backend author runs it; return the run (checked to have passed) and
+    the hooks it called."""
     trace = folder / "hooks.txt"
     trace.touch()
     env = {
@@ -155,8 +123,8 @@ def optional_hooks_called(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
         [
             *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs"),
             *("--pyargs", "sessionstore_contract"),
-            *("--sessionstore-factory", "hook_tracing:create_sqlite_backend"),
-            *("-k", " or ".join(NOT_CALLED_ON_MEMORY.values())),
+            *("--sessionstore-factory", factory),
+            *pytest_args,
         ],
         cwd=HERE,
         env=env,
@@ -167,8 +135,32 @@ def optional_hooks_called(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     )
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
     assert re.search(r"\d+ passed", run.stdout), run.stdout[-2000:]
+    return run, set(trace.read_text(encoding="utf-8").split())
+
+
+@pytest.fixture(scope="module")
+def hooks_called(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The hooks the whole contract suite called on the (traced) memory backend."""
+    run, called = _run_traced_suite(tmp_path_factory.mktemp("trace"), "hook_tracing:create_backend")
+    # Every contract test ran, but those of the optional hooks the memory backend leaves out.
+    skips = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all(
+        "optional" in line and any(hook in line for hook in NOT_CALLED_ON_MEMORY) for line in skips
+    ), run.stdout[-2000:]
+    return called
+
+
+@pytest.fixture(scope="module")
+def optional_hooks_called(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The hooks the contract suite's tests of the optional hooks called on a traced SQLite
+    backend (the memory backend leaves those hooks out)."""
+    run, called = _run_traced_suite(
+        tmp_path_factory.mktemp("trace-sqlite"),
+        "hook_tracing:create_sqlite_backend",
+        *("-k", " or ".join(NOT_CALLED_ON_MEMORY.values())),
+    )
     assert "skipped" not in run.stdout, run.stdout[-2000:]
-    return set(trace.read_text(encoding="utf-8").split())
+    return called
 
 
 @pytest.mark.parametrize("hook", HOOKS)
