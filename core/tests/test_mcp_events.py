@@ -7,6 +7,7 @@ store's own contract: scoping, priming events, foreign and evicted ids, followin
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,26 @@ class Collected:
     @property
     def messages(self) -> list[dict[str, Any]]:
         return [e.message.model_dump(by_alias=True, exclude_unset=True) for e in self.events]
+
+
+def resuming_instance(
+    store: SessionStore, liveness: Callable[[str], Awaitable[bool]]
+) -> SessionEventStore:
+    """Another instance resuming streams: it polls often and asks ``liveness`` about producers."""
+    resumer = SessionEventStore(store, instance_id="resumer", poll_interval=0.01)
+    resumer.bind(store, liveness=liveness, liveness_interval=0.01)
+    return resumer
+
+
+class DeadProducers:
+    """A liveness check that finds every producer dead, and remembers whom it was asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def __call__(self, instance_id: str) -> bool:
+        self.asked.append(instance_id)
+        return False
 
 
 def sqlite_store(tmp_path: Path, **options: Any) -> SessionStore:
@@ -163,12 +184,11 @@ async def test_events_go_with_their_session(tmp_path: Path) -> None:
 async def test_a_replay_follows_a_stream_another_instance_produces(tmp_path: Path) -> None:
     async with sqlite_store(tmp_path) as store:
         producer = SessionEventStore(store, instance_id="producer")
-        resumer = SessionEventStore(store, instance_id="resumer", poll_interval=0.01)
 
         async def alive(instance_id: str) -> bool:
             return True
 
-        resumer.bind(store, liveness=alive, liveness_interval=0.01)
+        resumer = resuming_instance(store, alive)
         session_id = await new_session(store)
         with session_scope(session_id):
             cursor = await producer.store_event("5", None)
@@ -194,14 +214,8 @@ async def test_a_replay_follows_a_stream_another_instance_produces(tmp_path: Pat
 async def test_a_dead_producer_gets_its_request_answered_with_an_error(tmp_path: Path) -> None:
     async with sqlite_store(tmp_path) as store:
         producer = SessionEventStore(store, instance_id="gone")
-        resumer = SessionEventStore(store, instance_id="resumer", poll_interval=0.01)
-        asked: list[str] = []
-
-        async def dead(instance_id: str) -> bool:
-            asked.append(instance_id)
-            return False
-
-        resumer.bind(store, liveness=dead, liveness_interval=0.01)
+        dead = DeadProducers()
+        resumer = resuming_instance(store, dead)
         session_id = await new_session(store)
         with session_scope(session_id):
             cursor = await producer.store_event("9", None)
@@ -211,8 +225,8 @@ async def test_a_dead_producer_gets_its_request_answered_with_an_error(tmp_path:
             # The error is stored: a later resumer sees the request answered, and stops there.
             later = Collected()
             await asyncio.wait_for(resumer.replay_events_after(cursor, later), 10)
-        assert asked
-        assert set(asked) == {"gone"}
+        assert dead.asked
+        assert set(dead.asked) == {"gone"}
         error = collected.messages[-1]
         assert error["id"] == 9
         assert error["error"]["code"] == INTERRUPTED_ERROR_CODE
@@ -227,14 +241,8 @@ async def test_a_producer_that_died_right_after_the_cursor_is_found_from_the_id(
     no stored event after it names the producer; the id itself does."""
     async with sqlite_store(tmp_path) as store:
         producer = SessionEventStore(store, instance_id="crashed")
-        resumer = SessionEventStore(store, instance_id="resumer", poll_interval=0.01)
-        asked: list[str] = []
-
-        async def dead(instance_id: str) -> bool:
-            asked.append(instance_id)
-            return False
-
-        resumer.bind(store, liveness=dead, liveness_interval=0.01)
+        dead = DeadProducers()
+        resumer = resuming_instance(store, dead)
         session_id = await new_session(store)
         with session_scope(session_id):
             await producer.store_event("4", None)
@@ -242,7 +250,7 @@ async def test_a_producer_that_died_right_after_the_cursor_is_found_from_the_id(
             assert last.startswith("crashed.")
             collected = Collected()
             assert await asyncio.wait_for(resumer.replay_events_after(last, collected), 10) == "4"
-        assert set(asked) == {"crashed"}
+        assert set(dead.asked) == {"crashed"}
         assert [m["error"]["code"] for m in collected.messages] == [INTERRUPTED_ERROR_CODE]
         assert collected.events[0].event_id.startswith("resumer.")
 
@@ -294,7 +302,6 @@ async def test_a_producer_found_dead_is_read_once_more_before_the_error(tmp_path
     not an interruption error."""
     async with sqlite_store(tmp_path) as store:
         producer = SessionEventStore(store, instance_id="finisher")
-        resumer = SessionEventStore(store, instance_id="resumer", poll_interval=0.01)
         session_id = await new_session(store)
 
         async def answered_then_died(instance_id: str) -> bool:
@@ -302,7 +309,7 @@ async def test_a_producer_found_dead_is_read_once_more_before_the_error(tmp_path
                 await producer.store_event("6", answer(6))
             return False
 
-        resumer.bind(store, liveness=answered_then_died, liveness_interval=0.01)
+        resumer = resuming_instance(store, answered_then_died)
         with session_scope(session_id):
             cursor = await producer.store_event("6", None)
             collected = Collected()
