@@ -279,10 +279,7 @@ class _Captured:
         self.complete = anyio.Event()
 
     def header(self, name: bytes) -> str | None:
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value.decode("latin-1")
-        return None
+        return _header_of(self.headers, name)
 
     def feed(self, chunk: bytes) -> None:
         """Take body bytes (a JSON body or an SSE stream); note the first JSON-RPC answer."""
