@@ -2,8 +2,10 @@
 
 A read is one ``GET`` (or one ``MGET`` per shard for a batch) decoded here; every write is one
 Lua script run by ``EVALSHA``, so compare-and-set is a single round trip with no WATCH/MULTI
-loop. Keys, the record layout and why every key of a session shares a hash tag are described in
-:mod:`.layout`; the scripts in :mod:`.scripts`.
+loop. On one server the commands go through :mod:`.direct` (redis-py's connections without its
+per-command bookkeeping); on a cluster through redis-py's cluster client. Keys, the record
+layout and why every key of a session shares a hash tag are described in :mod:`.layout`; the
+scripts in :mod:`.scripts`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from sessionstore import (
 from . import scripts
 from .connection import UNAVAILABLE, Endpoint, open_client, parse_spec, unavailable
 from .deadlines import OperationDeadlines
+from .direct import DirectCommands
 from .layout import Layout, pack_record, pack_u64, unpack_record
 from .scripts import Script
 
@@ -96,6 +99,13 @@ class RedisBackend:
         # Typed Any: redis-py types replies as unions over every decode mode; with
         # decode_responses=False (see open_client) they are bytes, lists and ints.
         self._client: Any = client
+        self._direct = (
+            None if isinstance(client, RedisCluster) else DirectCommands(client.connection_pool)
+        )
+        # One command, raw reply (no response callback for the commands used through it).
+        self._execute: Callable[..., Awaitable[Any]] = (
+            client.execute_command if self._direct is None else self._direct.execute
+        )
         self._endpoint = endpoint
         self._layout = layout
         self._grace_ms = grace_ms
@@ -124,7 +134,12 @@ class RedisBackend:
 
     async def _claim_layout(self) -> None:
         layout = self._layout
-        found = await self._client.set(layout.layout_key, layout.description, nx=True, get=True)
+        if self._direct is None:  # redis-py's reply callback needs to be told about GET
+            found = await self._client.set(layout.layout_key, layout.description, nx=True, get=True)
+        else:
+            found = await self._direct.execute(
+                "SET", layout.layout_key, layout.description, "NX", "GET"
+            )
         if found is not None and found.decode(errors="replace") != layout.description:
             raise ConfigurationError(
                 f"this namespace on {self._endpoint.display} was written as "
@@ -134,12 +149,17 @@ class RedisBackend:
         self._layout_pending = False
 
     async def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        client = self._client
         try:
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:  # the server restarted or flushed its script cache
-            await client.script_load(script.source)
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
+            await self._load(script)
+            return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _load(self, script: Script) -> None:
+        if self._direct is None:
+            await self._client.script_load(script.source)  # on every primary of the cluster
+        else:
+            await self._direct.execute("SCRIPT", "LOAD", script.source)
 
     async def _each_shard(self, call: Callable[[int], Awaitable[T]]) -> list[T]:
         shards = range(self._layout.shards)
@@ -183,12 +203,12 @@ class RedisBackend:
 
     @_redis_hook
     async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
-        value = await self._client.get(self._layout.record_key(session_id))
+        value = await self._execute("GET", self._layout.record_key(session_id))
         return self._live(session_id, value, now_ms)
 
     @hookimpl
     async def raw_get(self, session_id: str) -> object:
-        return await self._client.get(self._layout.record_key(session_id))
+        return await self._execute("GET", self._layout.record_key(session_id))
 
     @_redis_hook
     async def session_get_many(
@@ -196,7 +216,7 @@ class RedisBackend:
     ) -> Mapping[str, SessionRecord]:
         keys = [self._layout.record_key(i) for i in session_ids]
         if self._layout.shards == 1 or not isinstance(self._client, RedisCluster):
-            values = await self._client.mget(keys)
+            values = await self._execute("MGET", *keys)
         else:  # one MGET per slot, sent to the nodes concurrently
             values = await self._client.mget_nonatomic(keys)
         found = {}
@@ -280,11 +300,11 @@ class RedisBackend:
 
     @_redis_hook
     async def session_count(self, now_ms: int) -> int:
-        client = self._client
+        execute = self._execute
         index = self._layout.deadline_index
 
         async def count(shard: int) -> int:
-            return int(await client.zcount(index(shard), f"({now_ms}", "+inf"))
+            return int(await execute("ZCOUNT", index(shard), f"({now_ms}", "+inf"))
 
         return sum(await self._each_shard(count))
 
@@ -299,12 +319,12 @@ class RedisBackend:
         layout = self._layout
         while shard < layout.shards:
             low = f"({after}" if after else "-"
-            raw_ids = await self._client.zrangebylex(
-                layout.name_index(shard), low, "+", start=0, num=limit
+            raw_ids = await self._execute(
+                "ZRANGEBYLEX", layout.name_index(shard), low, "+", "LIMIT", 0, limit
             )
             if raw_ids:
                 ids = [i.decode() for i in raw_ids]
-                values = await self._client.mget([layout.record_key(i) for i in ids])
+                values = await self._execute("MGET", *(layout.record_key(i) for i in ids))
                 page = [
                     record
                     for session_id, value in zip(ids, values, strict=True)
@@ -425,20 +445,19 @@ class RedisBackend:
     ) -> list[Any]:
         """Run ``script`` once per call, in one pipeline on a single server (concurrently on a
         cluster, whose calls go to several nodes); each outcome is a result or an exception."""
-        if len(calls) == 1 or isinstance(self._client, RedisCluster):
+        if len(calls) == 1 or self._direct is None:
             return list(
                 await asyncio.gather(
                     *(self._run(script, keys, args) for keys, args in calls),
                     return_exceptions=True,
                 )
             )
-        pipe = self._client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        outcomes = list(await pipe.execute(raise_on_error=False))
+        outcomes = await self._direct.execute_many(
+            [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+        )
         missing = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, NoScriptError)]
         if missing:  # the server lost its scripts: load it, then run those again
-            await self._client.script_load(script.source)
+            await self._load(script)
             for i in missing:
                 keys, args = calls[i]
                 try:
@@ -529,13 +548,15 @@ class RedisBackend:
 
         await self._each_shard(clear)
         # Nothing of the namespace is left, its layout included; the next use claims it again.
-        await self._client.delete(layout.layout_key)
+        await self._execute("DEL", layout.layout_key)
         self._layout_pending = True
 
     @hookimpl
     async def store_close(self) -> None:
         await self._deadlines.close()
         try:
+            if self._direct is not None:
+                await self._direct.close()
             await self._client.aclose()
         except UNAVAILABLE as exc:
             raise unavailable(exc, self._endpoint) from exc
