@@ -163,15 +163,17 @@ async def test_sixteen_shards_spread_sessions_and_keep_each_in_one_slot(
         assert await store.count_sessions() == 200
         assert sorted(s.id for s in await store.list_sessions()) == sorted(ids)
         assert [s.id for s in await store.get_sessions_batch(ids[::-1])] == ids[::-1]
-    slots = set()
+    hash_tags = set()
     for session_id in ids:
         tagged = [
             k for k in sync_client.scan_iter(match=f"sessionstore:{{{namespace}/*:{session_id}")
         ]
         assert len(tagged) == 2  # record and events
         assert len({key_slot(k) for k in tagged}) == 1
-        slots.add(key_slot(tagged[0]))
-    assert len(slots) == 16
+        hash_tags.add(tagged[0][tagged[0].index(b"{") : tagged[0].index(b"}") + 1])
+    # 16 hash tags, so 16 slots at most: two tags may share a slot (CRC16 collisions, about one
+    # namespace in a thousand), so counting distinct slots would fail now and then.
+    assert len(hash_tags) == 16, hash_tags
 
 
 async def test_a_namespace_refuses_a_client_with_another_shard_count(redis_url: str) -> None:
