@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from ._tasks import cancel_and_wait
 from .errors import BenchmarkCheckError
 from .models import ResponseMode, Session, TransportType
 from .store import SessionStore
@@ -141,9 +142,7 @@ async def _timed_phase(
     try:
         await asyncio.gather(*workers)
     except BaseException:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await cancel_and_wait(workers)
         raise
     seconds = time.perf_counter() - started
     latencies.sort()

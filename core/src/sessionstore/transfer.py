@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ._tasks import cancel_and_wait
 from .codec import decode_session
 from .errors import ExportFormatError, SessionNotFoundError, SessionStoreError, TransferError
 from .models import validate_session_id
@@ -408,9 +409,7 @@ async def _load_chunk(
     try:
         await asyncio.gather(*tasks)
     except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         raise
 
 
@@ -465,8 +464,7 @@ async def load_dumps(
                 raise failure
     finally:
         if reading is not None and not reading.done():
-            reading.cancel()
-            await asyncio.gather(reading, return_exceptions=True)
+            await cancel_and_wait([reading])
     return counts
 
 

@@ -10,10 +10,10 @@ Clocks of the hosts must agree to well within ``ttl``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from .._tasks import cancel_and_wait
 from ..errors import SessionNotFoundError, SessionStoreError
 from ..models import Session, TransportType
 from ..store import SessionStore
@@ -59,9 +59,7 @@ class Heartbeat:
     async def stop(self) -> None:
         """Stop beating and delete the record, so other instances learn at once."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
         try:
             await self._store.delete_session(self.record_id(self.instance_id))

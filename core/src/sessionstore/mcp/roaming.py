@@ -31,6 +31,7 @@ from typing import Any
 
 import anyio
 
+from .._tasks import cancel_and_wait
 from ..errors import (
     ConflictError,
     InvalidSessionError,
@@ -245,9 +246,7 @@ class McpSessions:
     async def stop(self) -> None:
         """Stop the heartbeat (deleting its record) and close a store opened from a spec."""
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait([self._sweeper])
             self._sweeper = None
         if self._heartbeat is not None:
             await self._heartbeat.stop()
