@@ -384,6 +384,19 @@ async def test_an_acl_user_from_the_url(make_redis_server: ServerFactory) -> Non
     await bad.aclose()
 
 
+async def test_an_acl_user_lacking_a_command_gets_store_unavailable_naming_it(
+    make_redis_server: ServerFactory,
+) -> None:
+    server = make_redis_server(acl_users={"proxy": "proxy-secret", "admin": "admin-secret"})
+    with redis.Redis.from_url(server.url_for(user="admin", password="admin-secret")) as admin:
+        admin.execute_command("ACL", "SETUSER", "proxy", "-evalsha")
+    store = open_store(server.url_for(user="proxy", password="proxy-secret"))
+    with pytest.raises(StoreUnavailableError, match="lacks a permission") as info:
+        await store.create_session(session("acl"))
+    assert "proxy-secret" not in str(info.value)
+    await store.aclose()
+
+
 async def test_tls_with_the_test_ca(make_redis_server: ServerFactory) -> None:
     server = make_redis_server(tls=True)
     assert server.url.startswith("rediss://")

@@ -12,6 +12,7 @@ from redis.asyncio import ConnectionPool
 from redis_servers import RedisServer
 
 from sessionstore import Session, StoreUnavailableError, TransportType, open_store
+from sessionstore_redis.backend import create_backend
 from sessionstore_redis.direct import DirectCommands
 
 
@@ -118,6 +119,23 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on(
         await pool.aclose()
 
 
+async def test_a_waiter_cancelled_after_close_failed_it_is_cancelled_still(
+    redis_server: RedisServer,
+) -> None:
+    pool = ConnectionPool.from_url(redis_server.url, max_connections=1)
+    direct = DirectCommands(pool)
+    held = await direct._acquire()
+    waiter = asyncio.create_task(direct.execute("PING"))
+    await asyncio.sleep(0)
+    await direct.close()  # fails the waiter's future...
+    waiter.cancel()  # ...and its task is cancelled before it runs: a cancellation it stays
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    direct._release(held)
+    await asyncio.sleep(0.05)
+    await pool.aclose()
+
+
 async def test_commands_after_close_fail_and_waiters_are_released(
     redis_server: RedisServer,
 ) -> None:
@@ -135,3 +153,11 @@ async def test_commands_after_close_fail_and_waiters_are_released(
     await asyncio.sleep(0.05)
     assert not held.is_connected
     await pool.aclose()
+
+
+async def test_an_empty_batch_asks_the_server_nothing(redis_server: RedisServer) -> None:
+    backend = create_backend(redis_server.url, namespace="direct")
+    try:
+        assert await backend.session_get_many([], 0) == {}  # a bare MGET is an error reply
+    finally:
+        await backend.store_close()

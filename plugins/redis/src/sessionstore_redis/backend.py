@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError
 
 from sessionstore import (
     Capability,
@@ -46,6 +46,7 @@ from .scripts import Script
 __all__ = ["RedisBackend", "create_backend"]
 
 DEFAULT_CLUSTER_SHARDS = 16
+DEFAULT_MAX_CONNECTIONS = 100  # per node; redis-py's own default, made ours so it cannot move
 _BATCH = 1000  # ids per purge or clear script call: bounded work per call, few round trips
 _EVENT_ID = re.compile(r"([1-9][0-9]{0,17})-([1-9][0-9]{0,17})-([!-~]{1,255})\Z")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
@@ -74,10 +75,8 @@ def _redis_hook(method: Hook[T]) -> Hook[T]:
             raise
         except UNAVAILABLE as exc:
             raise unavailable(exc, self._endpoint) from exc
-        except ResponseError as exc:
-            if str(exc).startswith("NOPERM"):
-                raise unavailable(exc, self._endpoint) from exc
-            raise
+        except NoPermissionError as exc:  # an ACL user without a command this backend needs
+            raise unavailable(exc, self._endpoint) from exc
         finally:
             deadlines.end(task)
 
@@ -214,6 +213,8 @@ class RedisBackend:
     async def session_get_many(
         self, session_ids: Sequence[str], now_ms: int
     ) -> Mapping[str, SessionRecord]:
+        if not session_ids:
+            return {}  # MGET takes at least one key
         keys = [self._layout.record_key(i) for i in session_ids]
         if self._layout.shards == 1 or not isinstance(self._client, RedisCluster):
             values = await self._execute("MGET", *keys)
@@ -555,9 +556,11 @@ class RedisBackend:
     async def store_close(self) -> None:
         await self._deadlines.close()
         try:
-            if self._direct is not None:
-                await self._direct.close()
-            await self._client.aclose()
+            try:
+                if self._direct is not None:
+                    await self._direct.close()
+            finally:
+                await self._client.aclose()
         except UNAVAILABLE as exc:
             raise unavailable(exc, self._endpoint) from exc
 
@@ -602,8 +605,9 @@ def create_backend(
 
     Options: ``key_prefix`` (start of every key, default ``sessionstore``); ``timeout`` (seconds
     a command may take before :class:`~sessionstore.StoreUnavailableError`, default 5);
-    ``connect_timeout`` (default: ``timeout``); ``max_connections`` (pool size; default
-    unbounded on one server, 100 per node on a cluster); ``shards`` (hash slots a namespace
+    ``connect_timeout`` (default: ``timeout``); ``max_connections`` (most connections open
+    at once, per node on a cluster; default 100; on one server a command that finds them all busy
+    waits for one, within ``timeout``); ``shards`` (hash slots a namespace
     spreads over: default 1 on one server, 16 on a cluster; every client of a namespace must use
     the same); ``expiry_grace`` (seconds the native key TTL runs past a session's deadline,
     default 60: covers clock differences between hosts); ``tls_ca_file``, ``tls_cert_file``,
@@ -619,7 +623,9 @@ def create_backend(
         timeout if connect_timeout is None else _seconds("connect_timeout", connect_timeout)
     )
     grace = _seconds("expiry_grace", expiry_grace, allow_zero=True)
-    if max_connections is not None and (type(max_connections) is not int or max_connections < 1):
+    if max_connections is None:
+        max_connections = DEFAULT_MAX_CONNECTIONS
+    if type(max_connections) is not int or max_connections < 1:
         raise ConfigurationError(f"max_connections must be a positive int, not {max_connections!r}")
     if shards is None:
         shards = DEFAULT_CLUSTER_SHARDS if endpoint.cluster else 1

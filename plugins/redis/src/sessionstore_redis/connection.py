@@ -27,10 +27,10 @@ from redis.exceptions import (
     AuthorizationError,
     ClusterError,
     ConnectionError,
+    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
-    ResponseError,
     TimeoutError,
     TryAgainError,
 )
@@ -142,7 +142,7 @@ def open_client(
     *,
     timeout: float,
     connect_timeout: float,
-    max_connections: int | None,
+    max_connections: int,
     tls_ca_file: str | None,
     tls_cert_file: str | None,
     tls_key_file: str | None,
@@ -167,6 +167,7 @@ def open_client(
         "socket_connect_timeout": connect_timeout,
         "retry": Retry(NoBackoff(), 0),
         "decode_responses": False,
+        "max_connections": max_connections,  # per node on a cluster
     }
     if endpoint.tls:
         options.update(
@@ -177,19 +178,17 @@ def open_client(
             ssl_check_hostname=tls_check_hostname,
         )
     if endpoint.cluster:
-        if max_connections is not None:
-            options["max_connections"] = max_connections
         nodes = [ClusterNode(host, port) for host, port in endpoint.nodes]
         return RedisCluster(startup_nodes=nodes, **options)
     host, port = endpoint.nodes[0]
-    return Redis(host=host, port=port, db=endpoint.db, max_connections=max_connections, **options)
+    return Redis(host=host, port=port, db=endpoint.db, **options)
 
 
 def unavailable(exc: BaseException, endpoint: Endpoint) -> StoreUnavailableError:
     """The error to raise for a driver failure in :data:`UNAVAILABLE` (or an ACL refusal)."""
     if isinstance(exc, AuthenticationError):
         reason = "the server refused the credentials"
-    elif isinstance(exc, AuthorizationError) or _no_permission(exc):
+    elif isinstance(exc, AuthorizationError | NoPermissionError):
         reason = "the user lacks a permission this backend needs"
     elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
         reason = "timed out"
@@ -201,7 +200,3 @@ def unavailable(exc: BaseException, endpoint: Endpoint) -> StoreUnavailableError
         detail = detail.replace(endpoint.password, "***")
     message = f"redis at {endpoint.display}: {reason} ({type(exc).__name__}"
     return StoreUnavailableError(f"{message}: {detail})" if detail else f"{message})")
-
-
-def _no_permission(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).startswith("NOPERM")

@@ -86,10 +86,13 @@ class DirectCommands:
             if not waiter.done():
                 waiter.set_exception(ConnectionError("the store is closed"))
         idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.disconnect()
-        if self._disconnecting:
-            await asyncio.gather(*self._disconnecting, return_exceptions=True)
+        # All at once, and without waiting on each socket's shutdown: a hung server (a TLS
+        # close never answered) must not keep the others open or stall the store's close.
+        await asyncio.gather(
+            *(connection.disconnect(nowait=True) for connection in idle),
+            *self._disconnecting,
+            return_exceptions=True,
+        )
 
     # -- the connections ------------------------------------------------------------------------
 
@@ -120,7 +123,7 @@ class DirectCommands:
             return await waiter
         except asyncio.CancelledError:
             # Handed a connection just as this task was cancelled: pass it on, or it is lost.
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._release(waiter.result())
             raise
 
