@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import AbstractConnection
 from redis_servers import RedisServer
 
 from sessionstore import Session, StoreUnavailableError, TransportType, open_store
@@ -119,15 +120,23 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on(
         await pool.aclose()
 
 
-async def test_a_waiter_cancelled_after_close_failed_it_is_cancelled_still(
-    redis_server: RedisServer,
-) -> None:
-    pool = ConnectionPool.from_url(redis_server.url, max_connections=1)
+async def closed_with_a_waiter(
+    server: RedisServer,
+) -> tuple[ConnectionPool, DirectCommands, AbstractConnection, asyncio.Task[object]]:
+    """Commands over one connection, held here, a PING queued for it, then ``close()``."""
+    pool = ConnectionPool.from_url(server.url, max_connections=1)
     direct = DirectCommands(pool)
     held = await direct._acquire()
     waiter = asyncio.create_task(direct.execute("PING"))
-    await asyncio.sleep(0)
-    await direct.close()  # fails the waiter's future...
+    await asyncio.sleep(0)  # the PING waits for the held connection
+    await direct.close()
+    return pool, direct, held, waiter
+
+
+async def test_a_waiter_cancelled_after_close_failed_it_is_cancelled_still(
+    redis_server: RedisServer,
+) -> None:
+    pool, direct, held, waiter = await closed_with_a_waiter(redis_server)  # its future failed...
     waiter.cancel()  # ...and its task is cancelled before it runs: a cancellation it stays
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -139,12 +148,7 @@ async def test_a_waiter_cancelled_after_close_failed_it_is_cancelled_still(
 async def test_commands_after_close_fail_and_waiters_are_released(
     redis_server: RedisServer,
 ) -> None:
-    pool = ConnectionPool.from_url(redis_server.url, max_connections=1)
-    direct = DirectCommands(pool)
-    held = await direct._acquire()
-    waiter = asyncio.create_task(direct.execute("PING"))
-    await asyncio.sleep(0)
-    await direct.close()
+    pool, direct, held, waiter = await closed_with_a_waiter(redis_server)
     with pytest.raises(redis.ConnectionError, match="closed"):
         await asyncio.wait_for(waiter, 2)
     direct._release(held)
