@@ -1,15 +1,18 @@
 """Deliberately broken backends: each keeps every guarantee but one.
 
 Each factory wraps a real memory backend (a shared one, so handles and namespaces behave as on a
-server) and breaks exactly one thing. ``faithful`` breaks nothing: it shows that the wrapping
-itself passes the contract, so every failure of the others comes from its defect.
+server, see ``delegating.py``) and breaks exactly one thing. ``faithful`` breaks nothing: it
+shows that the wrapping itself passes the contract, so every failure of the others comes from its
+defect. ``EXPECTED_FAILURES`` of each ``broken_*.py`` module names, per factory, the contract tests
+that must fail on it; ``test_teeth.py`` runs them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import msgpack
+from delegating import Delegating, wrapping_factory
 
 from sessionstore import (
     ConflictError,
@@ -22,95 +25,6 @@ from sessionstore import (
     hookimpl,
 )
 from sessionstore_memory import MemoryBackend, create_backend
-
-
-class Delegating:
-    """Every hook passed to a real memory backend unchanged."""
-
-    def __init__(self, inner: MemoryBackend) -> None:
-        self.inner = inner
-
-    @hookimpl
-    def store_capabilities(self) -> Mapping[str, str]:
-        return self.inner.store_capabilities()
-
-    @hookimpl
-    async def session_create(self, record: SessionRecord, now_ms: int) -> None:
-        self.inner.session_create(record, now_ms)
-
-    @hookimpl
-    async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
-        return self.inner.session_get(session_id, now_ms)
-
-    @hookimpl
-    async def session_get_many(
-        self, session_ids: Sequence[str], now_ms: int
-    ) -> Mapping[str, SessionRecord]:
-        return self.inner.session_get_many(session_ids, now_ms)
-
-    @hookimpl
-    async def session_update(self, record: SessionRecord, now_ms: int) -> None:
-        self.inner.session_update(record, now_ms)
-
-    @hookimpl
-    async def session_update_many(self, records: Sequence[SessionRecord], now_ms: int) -> None:
-        self.inner.session_update_many(records, now_ms)
-
-    @hookimpl
-    async def session_delete(self, session_id: str, now_ms: int) -> bool:
-        return self.inner.session_delete(session_id, now_ms)
-
-    @hookimpl
-    async def session_count(self, now_ms: int) -> int:
-        return self.inner.session_count(now_ms)
-
-    @hookimpl
-    async def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
-        return self.inner.session_dump(session_id, now_ms)
-
-    @hookimpl
-    async def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:
-        return self.inner.session_load(dump, retention, now_ms)
-
-    @hookimpl
-    async def session_page(
-        self, cursor: str | None, limit: int, now_ms: int
-    ) -> tuple[Sequence[SessionRecord], str | None]:
-        return self.inner.session_page(cursor, limit, now_ms)
-
-    @hookimpl
-    async def session_purge_expired(self, now_ms: int) -> int:
-        return self.inner.session_purge_expired(now_ms)
-
-    @hookimpl
-    async def last_event_id_set(
-        self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
-    ) -> None:
-        self.inner.last_event_id_set(session_id, event_id, deadline_ms, now_ms)
-
-    @hookimpl
-    async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
-        return self.inner.last_event_id_get(session_id, now_ms)
-
-    @hookimpl
-    async def event_append(
-        self, session_id: str, stream_id: str, data: bytes | None, retention: int, now_ms: int
-    ) -> str:
-        return self.inner.event_append(session_id, stream_id, data, retention, now_ms)
-
-    @hookimpl
-    async def event_replay(
-        self, event_id: str, session_id: str | None, now_ms: int
-    ) -> tuple[str, Sequence[Event]]:
-        return self.inner.event_replay(event_id, session_id, now_ms)
-
-    @hookimpl
-    async def store_clear(self) -> None:
-        self.inner.store_clear()
-
-    @hookimpl
-    async def store_close(self) -> None:
-        self.inner.store_close()
 
 
 class LostUpdate(Delegating):
@@ -422,29 +336,20 @@ def _joined_keys(spec: str, *, namespace: str) -> JoinedKeys:
     return JoinedKeys(create_backend("memory://teeth-JoinedKeys", namespace="all"), namespace)
 
 
-def _factory(cls: type[Delegating], *, leak: bool = False) -> Callable[..., Delegating]:
-    def factory(spec: str, *, namespace: str) -> Delegating:
-        name = f"memory://teeth-{cls.__name__}"
-        inner = create_backend(name, namespace="leaked" if leak else namespace)
-        return cls(inner)
-
-    return factory
-
-
-faithful = _factory(Delegating)
-lost_update = _factory(LostUpdate)
-ignores_incarnation = _factory(IgnoresIncarnation)
-non_atomic_batch = _factory(NonAtomicBatch)
-dropped_field = _factory(DroppedField)
-expiry_ignored = _factory(ExpiryIgnored)
-namespace_leak = _factory(Delegating, leak=True)
-clobbers_last_event_id = _factory(ClobbersLastEventId)
-replay_crosses_streams = _factory(ReplayCrossesStreams)
-replay_ignores_session = _factory(ReplayIgnoresSession)
-forgets_evictions = _factory(ForgetsEvictions)
-offset_paging = _factory(OffsetPaging)
+faithful = wrapping_factory(Delegating)
+lost_update = wrapping_factory(LostUpdate)
+ignores_incarnation = wrapping_factory(IgnoresIncarnation)
+non_atomic_batch = wrapping_factory(NonAtomicBatch)
+dropped_field = wrapping_factory(DroppedField)
+expiry_ignored = wrapping_factory(ExpiryIgnored)
+namespace_leak = wrapping_factory(Delegating, leak=True)
+clobbers_last_event_id = wrapping_factory(ClobbersLastEventId)
+replay_crosses_streams = wrapping_factory(ReplayCrossesStreams)
+replay_ignores_session = wrapping_factory(ReplayIgnoresSession)
+forgets_evictions = wrapping_factory(ForgetsEvictions)
+offset_paging = wrapping_factory(OffsetPaging)
 joined_namespace_keys = _joined_keys
-load_restarts_versions = _factory(LoadRestartsVersions)
+load_restarts_versions = wrapping_factory(LoadRestartsVersions)
 
 # broken backend -> contract tests that must fail on it
 EXPECTED_FAILURES: dict[str, set[str]] = {

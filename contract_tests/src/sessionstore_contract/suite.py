@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from sessionstore import (
     Capability,
@@ -39,36 +39,23 @@ from sessionstore import (
     TransportType,
 )
 
+from .boundaries import BoundaryContract
+from .common import CONTRACT_SETTINGS, assert_gone, new_session
+from .concurrency import ConcurrencyContract
+from .processes import ProcessContract
+from .promises import PromiseContract
 from .stateful import run_state_machine
 from .strategies import INVALID_IDS, STRANGE_IDS, sessions
 from .target import ContractTarget, ManualClock
 
 __all__ = ["ContractOverrideError", "StoreContract"]
 
-CONTRACT_SETTINGS = settings(
-    deadline=None,
-    # differing_executors: a test module may subclass StoreContract once per configuration (one
-    # server, a cluster...); each subclass runs the same test on its own target, and no state
-    # lives on the instance, so the runs are independent as the health check wants.
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.differing_executors,
-    ],
-)
-
 
 class ContractOverrideError(TypeError):
     """A subclass replaced a standard contract test without marking it xfail with a reason."""
 
 
-def _session(session_id: str | None = None, **fields: Any) -> Session:
-    if session_id is not None:
-        fields["id"] = session_id
-    return Session(transport=TransportType.HTTP, **fields)
-
-
-class StoreContract:
+class StoreContract(PromiseContract, BoundaryContract, ConcurrencyContract, ProcessContract):
     """Every guarantee of DESIGN.md, as tests of the store the ``sessionstore_target`` opens."""
 
     standard_tests: ClassVar[frozenset[str]] = frozenset()
@@ -149,7 +136,7 @@ class StoreContract:
         when = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
 
         async def scenario(store: SessionStore) -> None:
-            session = _session(metadata=metadata, created_at=when, last_activity=when)
+            session = new_session(metadata=metadata, created_at=when, last_activity=when)
             await store.create_session(session)
             assert await store.get_session(session.id) == session
             assert (await store.get_session(session.id)).created_at.microsecond == 789012
@@ -160,9 +147,9 @@ class StoreContract:
 
     def test_create_existing_raises(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
-            first = await store.create_session(_session("dup", metadata={"n": 1}))
+            first = await store.create_session(new_session("dup", metadata={"n": 1}))
             with pytest.raises(SessionExistsError):
-                await store.create_session(_session("dup", metadata={"n": 2}))
+                await store.create_session(new_session("dup", metadata={"n": 2}))
             assert await store.get_session("dup") == first
 
         sessionstore_target.run(scenario)
@@ -170,7 +157,7 @@ class StoreContract:
     def test_concurrent_creates_one_wins(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
             results = await asyncio.gather(
-                *(store.create_session(_session("race", metadata={"n": n})) for n in range(20)),
+                *(store.create_session(new_session("race", metadata={"n": n})) for n in range(20)),
                 return_exceptions=True,
             )
             winners = [r for r in results if isinstance(r, Session)]
@@ -182,7 +169,7 @@ class StoreContract:
 
     def test_stale_update_raises_conflict(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("cas"))
+            await store.create_session(new_session("cas"))
             reader_a = await store.get_session("cas")
             reader_b = await store.get_session("cas")
             reader_a.metadata = {"writer": "a"}
@@ -205,10 +192,10 @@ class StoreContract:
         the old session must get ConflictError, not replace the new one."""
 
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("reused", metadata={"owner": "first"}))
+            await store.create_session(new_session("reused", metadata={"owner": "first"}))
             stale = await store.get_session("reused")
             await store.delete_session("reused")
-            successor = await store.create_session(_session("reused", metadata={"owner": "new"}))
+            successor = await store.create_session(new_session("reused", metadata={"owner": "new"}))
             stale.metadata = {"owner": "stale writer"}
             with pytest.raises(ConflictError):
                 await store.update_session(stale)
@@ -225,12 +212,12 @@ class StoreContract:
         self, sessionstore_target: ContractTarget
     ) -> None:
         async def scenario(store: SessionStore) -> None:
-            session = await store.create_session(_session("gone"))
+            session = await store.create_session(new_session("gone"))
             assert await store.delete_session("gone") is True
             with pytest.raises(SessionNotFoundError):
                 await store.update_session(session)
             with pytest.raises(SessionNotFoundError):
-                await store.update_session(_session("never-created"))
+                await store.update_session(new_session("never-created"))
             assert await store.count_sessions() == 0
 
         sessionstore_target.run(scenario)
@@ -246,7 +233,7 @@ class StoreContract:
             session.metadata = {"count": count + 1}
 
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("counter", metadata={"count": 0}))
+            await store.create_session(new_session("counter", metadata={"count": 0}))
 
             async def worker() -> None:
                 for _ in range(4):
@@ -269,7 +256,7 @@ class StoreContract:
             session.metadata = {"count": count + 1}
 
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("shared", metadata={"count": 0}))
+            await store.create_session(new_session("shared", metadata={"count": 0}))
             async with sessionstore_target.open(
                 namespace=store.namespace, modify_attempts=1000
             ) as other:
@@ -286,7 +273,7 @@ class StoreContract:
     def test_batch_update_writes_all(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
             for name in "abc":
-                await store.create_session(_session(name))
+                await store.create_session(new_session(name))
             batch = await store.get_sessions_batch(["a", "b", "c"])
             for session in batch:
                 session.metadata = {"batch": session.id}
@@ -302,7 +289,7 @@ class StoreContract:
 
         async def scenario(store: SessionStore) -> None:
             for name in ["a", "b", "c", "d"]:
-                await store.create_session(_session(name, metadata={"v": 0}))
+                await store.create_session(new_session(name, metadata={"v": 0}))
             batch = await store.get_sessions_batch(["a", "b", "c", "d"])
             for stale_id in ["b", "d"]:
                 concurrent = await store.get_session(stale_id)
@@ -321,7 +308,7 @@ class StoreContract:
             fresh = await store.get_sessions_batch(["a", "b", "d"])
             for session in fresh:
                 session.metadata = {"v": "second batch"}
-            ghost = _session("c", version=1)
+            ghost = new_session("c", version=1)
             with pytest.raises(SessionNotFoundError) as missing:
                 await store.update_sessions_batch([*fresh, ghost])
             assert missing.value.session_ids == ("c",)
@@ -334,7 +321,7 @@ class StoreContract:
         self, sessionstore_target: ContractTarget
     ) -> None:
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("sse"))
+            await store.create_session(new_session("sse"))
             assert await store.get_last_event_id("sse") is None
             read_before = await store.get_session("sse")
             await store.store_last_event_id("sse", "event-1")
@@ -361,16 +348,16 @@ class StoreContract:
         """With the real clock: after the ttl, every read, count, list and batch misses it."""
 
         async def scenario(store: SessionStore) -> None:
-            doomed = await store.create_session(_session("doomed"))
+            doomed = await store.create_session(new_session("doomed"))
             await store.store_last_event_id("doomed", "e1")
             event_id = await store.append_event("doomed", "stream", b"data")
             await asyncio.sleep(0.6)
             assert await store.count_sessions() == 0, "counted before any purge"
-            await _assert_gone(store, "doomed", doomed, event_id)
+            await assert_gone(store, "doomed", doomed, event_id)
             assert await store.purge_expired() in (0, 1)
             assert await store.delete_session("doomed") is False
             assert await store.count_sessions() == 0
-            assert await store.create_session(_session("doomed"))  # the id is free again
+            assert await store.create_session(new_session("doomed"))  # the id is free again
 
         sessionstore_target.run(scenario, ttl=0.3)
 
@@ -381,8 +368,8 @@ class StoreContract:
         clock = ManualClock()
 
         async def scenario(store: SessionStore) -> None:
-            kept = await store.create_session(_session("kept"))
-            doomed = await store.create_session(_session("doomed"))
+            kept = await store.create_session(new_session("kept"))
+            doomed = await store.create_session(new_session("doomed"))
             event_id = await store.append_event("doomed", "s", b"x")
             clock.advance(8)
             await store.update_session(kept)  # writes move the deadline
@@ -391,7 +378,7 @@ class StoreContract:
             clock.advance(1.999)
             assert await store.count_sessions() == 2
             clock.advance(0.001)
-            await _assert_gone(store, "doomed", doomed, event_id)
+            await assert_gone(store, "doomed", doomed, event_id)
             assert await store.count_sessions() == 1
             assert [s.id for s in await store.list_sessions()] == ["kept"]
             assert await store.purge_expired() == 1
@@ -411,12 +398,12 @@ class StoreContract:
         clock = ManualClock()
 
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("phoenix", metadata={"life": 1}))
+            await store.create_session(new_session("phoenix", metadata={"life": 1}))
             await store.store_last_event_id("phoenix", "old")
             old_event = await store.append_event("phoenix", "s", b"old")
             await store.append_event("phoenix", "s", b"old too")
             clock.advance(11)
-            reborn = await store.create_session(_session("phoenix", metadata={"life": 2}))
+            reborn = await store.create_session(new_session("phoenix", metadata={"life": 2}))
             assert reborn.version == 1
             assert await store.get_last_event_id("phoenix") is None
             with pytest.raises(EventNotFoundError):
@@ -432,7 +419,7 @@ class StoreContract:
     def test_strange_ids_never_reach_each_other(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
             for session_id in STRANGE_IDS:
-                await store.create_session(_session(session_id, metadata={"id": session_id}))
+                await store.create_session(new_session(session_id, metadata={"id": session_id}))
                 await store.store_last_event_id(session_id, f"last-{session_id}"[:1000])
             assert await store.count_sessions() == len(STRANGE_IDS)
             for session_id in STRANGE_IDS:
@@ -454,8 +441,8 @@ class StoreContract:
         async def scenario(store: SessionStore) -> None:
             async with sessionstore_target.open() as other:
                 try:
-                    mine = await store.create_session(_session("same-id", metadata={"ns": 1}))
-                    await store.create_session(_session("only-mine"))
+                    mine = await store.create_session(new_session("same-id", metadata={"ns": 1}))
+                    await store.create_session(new_session("only-mine"))
                     event_id = await store.append_event("same-id", "s", b"mine")
                     assert await other.count_sessions() == 0
                     assert await other.list_sessions() == []
@@ -463,7 +450,7 @@ class StoreContract:
                     with pytest.raises(SessionNotFoundError):
                         await other.get_session("only-mine")
                     assert await other.delete_session("only-mine") is False
-                    theirs = await other.create_session(_session("same-id", metadata={"ns": 2}))
+                    theirs = await other.create_session(new_session("same-id", metadata={"ns": 2}))
                     with pytest.raises(EventNotFoundError):
                         await other.replay_events_after(event_id, session_id="same-id")
                     await other.update_session(theirs)
@@ -488,7 +475,7 @@ class StoreContract:
             try:
                 for handle in handles:
                     await handle.create_session(
-                        _session("secret", metadata={"ns": handle.namespace})
+                        new_session("secret", metadata={"ns": handle.namespace})
                     )
                     await handle.append_event("secret", "1", b"theirs")
                 for session_id in ("b.secret", "b-secret", "b_secret", "b:secret", ".b.secret"):
@@ -543,7 +530,7 @@ class StoreContract:
         self, sessionstore_target: ContractTarget
     ) -> None:
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("s1"))
+            await store.create_session(new_session("s1"))
             ids: dict[str, list[str]] = {"a": [], "b": []}
             for n in range(5):
                 for stream in ("a", "b"):
@@ -569,7 +556,7 @@ class StoreContract:
 
         async def scenario(store: SessionStore) -> None:
             for session_id in ("s1", "s2"):
-                await store.create_session(_session(session_id))
+                await store.create_session(new_session(session_id))
             ids = []
             for n in range(4):
                 for session_id in ("s1", "s2"):
@@ -589,7 +576,7 @@ class StoreContract:
 
     def test_evicted_cursor_is_reported(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("s"))
+            await store.create_session(new_session("s"))
             ids = [await store.append_event("s", "st", bytes([n])) for n in range(6)]
             with pytest.raises(EventNotFoundError) as raised:
                 await store.replay_events_after(ids[0])
@@ -604,7 +591,7 @@ class StoreContract:
 
     def test_priming_events_and_unknown_ids(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("s"))
+            await store.create_session(new_session("s"))
             priming = await store.append_event("s", "st", None)
             real = await store.append_event("s", "st", b"payload")
             empty = await store.append_event("s", "st", b"")
@@ -632,7 +619,7 @@ class StoreContract:
 
     def test_events_go_with_their_session(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("s"))
+            await store.create_session(new_session("s"))
             event_id = await store.append_event("s", "st", b"x")
             await store.delete_session("s")
             with pytest.raises(EventNotFoundError) as raised:
@@ -640,7 +627,7 @@ class StoreContract:
             assert raised.value.evicted is False
             with pytest.raises(SessionNotFoundError):
                 await store.append_event("s", "st", b"y")
-            await store.create_session(_session("s"))
+            await store.create_session(new_session("s"))
             with pytest.raises(EventNotFoundError):
                 await store.replay_events_after(event_id)
 
@@ -650,7 +637,7 @@ class StoreContract:
 
     def test_iter_sessions_yields_each_once(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
-            created = {(await store.create_session(_session(f"s{n:03}"))).id for n in range(53)}
+            created = {(await store.create_session(new_session(f"s{n:03}"))).id for n in range(53)}
             seen = [s.id async for s in store.iter_sessions()]
             assert sorted(seen) == sorted(created)
             assert await store.count_sessions() == 53
@@ -667,7 +654,7 @@ class StoreContract:
 
         async def scenario(store: SessionStore) -> None:
             for n in range(0, 40, 2):
-                await store.create_session(_session(f"s{n:02}"))
+                await store.create_session(new_session(f"s{n:02}"))
             doomed = {"s00", "s02", "s10", "s20", "s30"}  # two behind the cursor, three ahead
             seen: list[str] = []
             async for session in store.iter_sessions():
@@ -676,7 +663,7 @@ class StoreContract:
                     for session_id in sorted(doomed):
                         await store.delete_session(session_id)
                     for n in (11, 21, 39):  # new sessions ahead of the cursor
-                        await store.create_session(_session(f"s{n:02}"))
+                        await store.create_session(new_session(f"s{n:02}"))
             steady = {f"s{n:02}" for n in range(0, 40, 2)} - doomed
             assert sorted(i for i in seen if i in steady) == sorted(steady)
             assert len(seen) == len(set(seen)), "a session was yielded twice"
@@ -686,7 +673,7 @@ class StoreContract:
     def test_batch_get_keeps_request_order(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
             for name in ["a", "b", "c"]:
-                await store.create_session(_session(name))
+                await store.create_session(new_session(name))
             got = await store.get_sessions_batch(["c", "missing", "a", "c", "b"])
             assert [s.id for s in got] == ["c", "a", "c", "b"]
             assert await store.get_sessions_batch([]) == []
@@ -695,7 +682,7 @@ class StoreContract:
 
     def test_delete_reports_whether_it_existed(self, sessionstore_target: ContractTarget) -> None:
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("d"))
+            await store.create_session(new_session("d"))
             assert await store.delete_session("d") is True
             assert await store.delete_session("d") is False
             with pytest.raises(SessionNotFoundError):
@@ -712,7 +699,7 @@ class StoreContract:
         async def scenario(store: SessionStore) -> None:
             if not store.offers_raw_get:
                 pytest.skip("the backend does not offer the optional raw_get hook (benchmarks)")
-            await store.create_session(_session("raw"))
+            await store.create_session(new_session("raw"))
             assert await store.raw_get("raw") is not None
             assert await store.raw_get("never-stored") is None
 
@@ -725,13 +712,13 @@ class StoreContract:
         compare-and-set goes on from the same version; a live session is never overwritten."""
 
         async def scenario(store: SessionStore) -> None:
-            moved = await store.create_session(_session("moved", metadata={"step": 1}))
+            moved = await store.create_session(new_session("moved", metadata={"step": 1}))
             moved.metadata = {"step": 2}
             moved = await store.update_session(moved)
             await store.store_last_event_id("moved", "ev-9")
             for stream_id, data in (("a", b"1"), ("b", None), ("a", b"2"), ("c", b"3")):
                 await store.append_event("moved", stream_id, data)
-            await store.create_session(_session("plain"))
+            await store.create_session(new_session("plain"))
             dump = await store.dump_session("moved")
             assert (dump.record.id, dump.record.version) == ("moved", 2)
             assert dump.last_event_id == "ev-9"
@@ -772,7 +759,7 @@ class StoreContract:
         clock = ManualClock()
 
         async def scenario(store: SessionStore) -> None:
-            await store.create_session(_session("timed"))
+            await store.create_session(new_session("timed"))
             dump = await store.dump_session("timed")
             assert dump.record.deadline_ms == round(clock() * 1000) + 10_000
             target = sessionstore_target.open(clock=clock)  # no ttl of its own
@@ -801,25 +788,6 @@ class StoreContract:
         run_state_machine(sessionstore_target)
 
 
-async def _assert_gone(
-    store: SessionStore, session_id: str, session: Session, event_id: str
-) -> None:
-    with pytest.raises(SessionNotFoundError):
-        await store.get_session(session_id)
-    assert await store.get_sessions_batch([session_id]) == []
-    assert session_id not in [s.id for s in await store.list_sessions()]
-    with pytest.raises(SessionNotFoundError):
-        await store.update_session(session)
-    with pytest.raises(SessionNotFoundError):
-        await store.get_last_event_id(session_id)
-    with pytest.raises(SessionNotFoundError):
-        await store.store_last_event_id(session_id, "e2")
-    with pytest.raises(SessionNotFoundError):
-        await store.append_event(session_id, "stream", b"more")
-    with pytest.raises(EventNotFoundError):
-        await store.replay_events_after(event_id)
-
-
 StoreContract.standard_tests = frozenset(
-    name for name in vars(StoreContract) if name.startswith("test_")
+    name for name in dir(StoreContract) if name.startswith("test_")
 )

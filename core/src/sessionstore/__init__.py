@@ -36,6 +36,7 @@ from .hookspecs import hookimpl
 from .metrics import MetricsMiddleware, OperationStats
 from .middleware import OperationMiddleware
 from .models import (
+    MAX_SESSION_ID_LENGTH,
     ResponseMode,
     Session,
     SessionStatus,
@@ -45,7 +46,13 @@ from .models import (
 )
 from .plugins import ENTRY_POINT_GROUP, BackendInfo, installed_backends
 from .records import Event, SessionDump, SessionRecord
-from .store import SessionStore, open_store
+from .store import (
+    MAX_BATCH_SIZE,
+    MAX_EVENT_ID_LENGTH,
+    MAX_STREAM_ID_LENGTH,
+    SessionStore,
+    open_store,
+)
 from .urls import redact_url
 
 try:
@@ -56,7 +63,11 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ENVELOPE_VERSION",
+    "MAX_BATCH_SIZE",
+    "MAX_EVENT_ID_LENGTH",
     "MAX_RECORD_BYTES",
+    "MAX_SESSION_ID_LENGTH",
+    "MAX_STREAM_ID_LENGTH",
     "BackendError",
     "BackendInfo",
     "BackendLoadError",

@@ -20,3 +20,9 @@ class Capability(StrEnum):
     """Two stores opened with the same spec and namespace see the same sessions."""
     CONTROLLABLE_CLOCK = "controllable_clock"
     """Expiry follows the store's ``clock`` option, so tests can move time."""
+    SHARED_PROCESSES = "shared_processes"
+    """Stores opened with the same spec and namespace in several OS processes see the same
+    sessions, and compare-and-set, batches and event appends stay atomic across them."""
+    DURABLE = "durable"
+    """What a store acknowledged is still there after every handle was closed and a new one was
+    opened with the same spec and namespace."""

@@ -20,7 +20,26 @@ Conventions shared by every hook:
   ``deadline_ms`` is not ``None`` and ``<= now_ms`` is expired: every hook treats it as absent
   (reads, counts, pages, updates, last event ids, events), whether or not a purge ran.
 * Session ids, stream ids and event ids arrive validated; they may contain any visible ASCII
-  (``*``, ``?``, ``[``, ``:``, ``\\``, ``%``...) and must never be interpreted as patterns.
+  (``*``, ``?``, ``[``, ``:``, ``\\``, ``%``...) and must never be interpreted as patterns. Ids
+  that differ only in case are different ids.
+* Limits the core enforces before any hook runs, and that every backend must accept up to:
+  session ids of 1 to :data:`~sessionstore.MAX_SESSION_ID_LENGTH` (255) visible ASCII
+  characters; stream ids, event ids and last event ids of 1 to
+  :data:`~sessionstore.MAX_STREAM_ID_LENGTH` / :data:`~sessionstore.MAX_EVENT_ID_LENGTH` (1024)
+  printable characters, any Unicode; payloads and event data of up to
+  :data:`~sessionstore.MAX_RECORD_BYTES` (16 MiB); up to :data:`~sessionstore.MAX_BATCH_SIZE`
+  (10,000) ids or records in one ``session_get_many`` or ``session_update_many``.
+* A hook sees and changes only its own namespace: counts, pages, purges, clears and event ids
+  included.
+* Deadlines move only with ``session_create``, ``session_update``, ``session_update_many``
+  (every record of the batch) and ``last_event_id_set``; reads, ``event_append`` and refused
+  writes never move one. A refused write (an error raised) changes nothing.
+* Every hook is linearizable: it takes effect at one instant between its call and its return,
+  for every task, thread and handle (and, where the backend offers
+  ``Capability.SHARED_PROCESSES``, every process) using the same storage and namespace. So a
+  read that starts after a write returned, through any handle, sees that write. Where the
+  backend offers ``Capability.DURABLE``, what a hook acknowledged is still there after every
+  handle was closed and a new one opened.
 * Failures are raised as :mod:`sessionstore.errors` classes; a backend that cannot reach its
   storage raises :class:`~sessionstore.StoreUnavailableError`. Anything else is wrapped by the core
   in :class:`~sessionstore.BackendError` naming the backend and the hook.
@@ -66,8 +85,9 @@ def store_capabilities() -> Mapping[str, str]:  # type: ignore[empty-body]
 def session_create(record: SessionRecord, now_ms: int) -> Awaitable[None]:  # type: ignore[empty-body]
     """Store a new session (``record.version == 1``).
 
-    Raise :class:`~sessionstore.SessionExistsError` if a live session has ``record.id``. An expired
-    one is replaced whole: its last event id and event log do not carry over.
+    Raise :class:`~sessionstore.SessionExistsError` if a live session has ``record.id``; the live
+    session is then left exactly as it was (payload, version, deadline, last event id, events).
+    An expired one is replaced whole: its last event id and event log do not carry over.
     """
 
 
@@ -102,7 +122,8 @@ def session_update(record: SessionRecord, now_ms: int) -> Awaitable[None]:  # ty
 
 @hookspec(firstresult=True)
 def session_update_many(records: Sequence[SessionRecord], now_ms: int) -> Awaitable[None]:  # type: ignore[empty-body]
-    """Compare-and-set every record at once, all or nothing (distinct ids).
+    """Compare-and-set every record at once, all or nothing (distinct ids); each written record
+    replaces payload, version and deadline as :func:`session_update` does.
 
     If any id has no live session raise :class:`~sessionstore.SessionNotFoundError` naming every
     missing id; else if any stored version is not ``record.version - 1`` or its incarnation differs
@@ -138,7 +159,8 @@ def session_page(  # type: ignore[empty-body]
 
 @hookspec(firstresult=True)
 def session_purge_expired(now_ms: int) -> Awaitable[int]:  # type: ignore[empty-body]
-    """Remove every expired session with its last event id and events; return how many."""
+    """Remove every expired session of this namespace with its last event id and events; return
+    how many. Live sessions and other namespaces are untouched."""
 
 
 @hookspec(firstresult=True)
@@ -166,9 +188,13 @@ def event_append(  # type: ignore[empty-body]
 ) -> Awaitable[str]:
     """Append an event to stream ``stream_id`` of the session and return its new id.
 
-    Ids are unique in the store (a stream id reused by another session is another stream). Keep
-    at most ``retention`` newest events per stream, evicting the oldest. Raise
-    :class:`~sessionstore.SessionNotFoundError` if no live session has the id.
+    Ids are unique in the namespace and never issued twice there, even after their session was
+    deleted, purged, expired or cleared and its id created again (another namespace may issue
+    the same ids: a replay only ever finds events of its own namespace). A stream id reused by
+    another session, or by a new creation of the same session id, is another stream. Keep at
+    most ``retention`` newest events per stream, evicting the oldest. Does not move the
+    session's deadline, version or payload. Raise :class:`~sessionstore.SessionNotFoundError` if
+    no live session has the id.
     """
 
 

@@ -40,11 +40,23 @@ from .plugins import (
 from .records import Event, SessionDump, new_record
 from .urls import backend_name_of, redact_url
 
-__all__ = ["SessionStore", "open_store"]
+__all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_EVENT_ID_LENGTH",
+    "MAX_STREAM_ID_LENGTH",
+    "SessionStore",
+    "open_store",
+]
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 MAX_STREAM_ID_LENGTH = 1024
+"""The longest stream id (printable characters) ``append_event`` takes."""
 MAX_EVENT_ID_LENGTH = 1024
+"""The longest event id (printable characters) ``store_last_event_id`` and
+``replay_events_after`` take."""
+MAX_BATCH_SIZE = 10_000
+"""The most sessions one ``update_sessions_batch`` writes, and the most ids one
+``session_get_many`` hook call is given (the facade splits a longer ``get_sessions_batch``)."""
 
 ModifyFunction = Callable[[Session], "Awaitable[Session | None] | Session | None"]
 
@@ -444,21 +456,34 @@ class SessionStore:
     async def get_sessions_batch(self, session_ids: Sequence[str]) -> list[Session]:
         """Return the live sessions among ``session_ids``, in request order, missing ones skipped.
 
-        One backend call for the whole batch.
+        One backend call per :data:`MAX_BATCH_SIZE` distinct ids. Reading is not atomic across
+        the ids: each session is as some moment during the call saw it.
         """
         ids = _check_ids(session_ids)
         if not ids:
             return []
-        found = await self._call("session_get_many", list(dict.fromkeys(ids)), self._now_ms())
+        distinct = list(dict.fromkeys(ids))
+        now = self._now_ms()
+        found: dict[str, Any] = {}
+        for start in range(0, len(distinct), MAX_BATCH_SIZE):
+            part = distinct[start : start + MAX_BATCH_SIZE]
+            found.update(await self._call("session_get_many", part, now))
         return [decode_session(found[i]) for i in ids if i in found]
 
     async def update_sessions_batch(self, sessions: Sequence[Session]) -> list[Session]:
         """Compare-and-set every session at once, all or nothing; return them, versions bumped.
 
         Raises :class:`ConflictError` naming every stale id (or :class:`SessionNotFoundError`
-        naming every missing one); then nothing was written. Ids must be distinct.
+        naming every missing one); then nothing was written. Ids must be distinct, and at most
+        :data:`MAX_BATCH_SIZE` sessions go in one batch (:class:`InvalidSessionError` beyond).
+        Every session of the batch gets the same new deadline (now + ``ttl``).
         """
         sessions = list(sessions)
+        if len(sessions) > MAX_BATCH_SIZE:
+            raise InvalidSessionError(
+                f"a batch of {len(sessions)} sessions exceeds MAX_BATCH_SIZE ({MAX_BATCH_SIZE}); "
+                "split it (each batch is atomic on its own)"
+            )
         for session in sessions:
             _check_session(session)
         seen: set[str] = set()
