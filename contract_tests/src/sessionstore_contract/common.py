@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -15,15 +16,22 @@ from sessionstore import (
     TransportType,
 )
 
-__all__ = ["CONTRACT_SETTINGS", "assert_gone", "new_session"]
+__all__ = ["CONTRACT_PHASES", "CONTRACT_SETTINGS", "assert_gone", "new_session"]
+
+SHRINK_VARIABLE = "SESSIONSTORE_CONTRACT_SHRINK"
+CONTRACT_PHASES = (
+    [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]
+    if os.environ.get(SHRINK_VARIABLE, "").strip() == "1"
+    else [Phase.explicit, Phase.reuse, Phase.generate]
+)
+"""No shrinking unless ``SESSIONSTORE_CONTRACT_SHRINK=1``: a failing example is reported as
+found. Shrinking large values (megabyte payloads, thousands of ids) took Hypothesis minutes per
+failure, and every promise also has a deterministic test that names it, so a fast verdict matters
+more than a minimal example; set the variable when debugging a failure of the randomized tests."""
 
 CONTRACT_SETTINGS = settings(
     deadline=None,
-    # No shrinking: a failing example is reported as found. Shrinking large values (16 MiB
-    # payloads, thousands of ids) took Hypothesis minutes per failure; every promise also has a
-    # deterministic test that names it, so a fast verdict matters more than a minimal example.
-    # ``--hypothesis-profile`` with shrinking (``sessionstore-debug``) brings it back.
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    phases=CONTRACT_PHASES,
     # differing_executors: a test module may subclass StoreContract once per configuration (one
     # server, a cluster...); each subclass runs the same test on its own target, and no state
     # lives on the instance, so the runs are independent as the health check wants.

@@ -37,6 +37,7 @@ from sessionstore import (
     SessionStore,
 )
 
+from .common import CONTRACT_PHASES
 from .strategies import json_values, sessions
 from .target import ContractTarget, ManualClock
 
@@ -342,6 +343,7 @@ def run_state_machine(target: ContractTarget) -> None:
         StoreMachine,
         settings=settings(
             deadline=None,
+            phases=CONTRACT_PHASES,
             stateful_step_count=40,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         ),
