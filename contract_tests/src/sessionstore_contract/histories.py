@@ -257,52 +257,54 @@ class StoreModel:
 
 
 def _apply(
-    sessions: dict[str, KeyState | None], issued: frozenset[str], op: Operation
-) -> tuple[Hashable, dict[str, KeyState | None], frozenset[str]] | None:
-    """(the result the specification gives, the sessions after, the issued event ids after)."""
-    args = op.args
+    sessions: dict[str, Any], issued: frozenset[str], op: Operation
+) -> tuple[Hashable, dict[str, Any], frozenset[str]] | None:
+    """(the result the specification gives, the sessions after, the issued event ids after).
+
+    ``sessions`` maps each id in play to its :data:`KeyState` or ``None`` (typed loosely: the
+    operations' arguments arrive as plain hashables)."""
+    args: Any = op.args
     call = op.call
-    known = op.result if op.result is not PENDING else None
+    known: Any = op.result if op.result is not PENDING else None
     if call == "create":
         session_id, tag = args
-        if sessions[session_id] is not None:  # type: ignore[index]
+        if sessions[session_id] is not None:
             return ("error", "SessionExistsError"), sessions, issued
         if not (isinstance(known, tuple) and known[0] == "ok"):
             return None  # it would succeed here, with an incarnation only its result tells
-        sessions[session_id] = (known[1], 1, tag, None, ())  # type: ignore[index]
+        sessions[session_id] = (known[1], 1, tag, None, ())
         return known, sessions, issued
     if call == "get":
         (session_id,) = args
-        current = sessions[session_id]  # type: ignore[index]
+        current = sessions[session_id]
         if current is None:
             return ("error", "SessionNotFoundError", (session_id,)), sessions, issued
         return ("ok", current[0], current[1], current[2]), sessions, issued
     if call == "update":
         session_id, incarnation, version, tag = args
-        current = sessions[session_id]  # type: ignore[index]
+        current = sessions[session_id]
         if current is None:
             return ("error", "SessionNotFoundError", (session_id,)), sessions, issued
         if current[1] != version or (incarnation != 0 and current[0] != incarnation):
             return ("error", "ConflictError", (session_id,)), sessions, issued
-        sessions[session_id] = (current[0], version + 1, tag, current[3], current[4])  # type: ignore[index]
+        sessions[session_id] = (current[0], version + 1, tag, current[3], current[4])
         return ("ok", version + 1), sessions, issued
     if call == "update_batch":
         entries, tag = args
-        missing = tuple(sorted(i for i, _, _ in entries if sessions[i] is None))  # type: ignore[misc,index]
+        missing = tuple(sorted(i for i, _, _ in entries if sessions[i] is None))
         if missing:
             return ("error", "SessionNotFoundError", missing), sessions, issued
         stale = tuple(
             sorted(
                 i
-                for i, incarnation, version in entries  # type: ignore[misc]
-                if sessions[i][1] != version  # type: ignore[index]
-                or (incarnation != 0 and sessions[i][0] != incarnation)  # type: ignore[index]
+                for i, incarnation, version in entries
+                if sessions[i][1] != version or (incarnation != 0 and sessions[i][0] != incarnation)
             )
         )
         if stale:
             return ("error", "ConflictError", stale), sessions, issued
         versions = []
-        for session_id, _, version in entries:  # type: ignore[misc]
+        for session_id, _, version in entries:
             current = sessions[session_id]
             assert current is not None
             sessions[session_id] = (current[0], version + 1, tag, current[3], current[4])
@@ -310,25 +312,25 @@ def _apply(
         return ("ok", tuple(versions)), sessions, issued
     if call == "delete":
         (session_id,) = args
-        existed = sessions[session_id] is not None  # type: ignore[index]
-        sessions[session_id] = None  # type: ignore[index]
+        existed = sessions[session_id] is not None
+        sessions[session_id] = None
         return ("ok", existed), sessions, issued
     if call == "set_last":
         session_id, event_id = args
-        current = sessions[session_id]  # type: ignore[index]
+        current = sessions[session_id]
         if current is None:
             return ("error", "SessionNotFoundError", (session_id,)), sessions, issued
-        sessions[session_id] = (current[0], current[1], current[2], event_id, current[4])  # type: ignore[index]
+        sessions[session_id] = (current[0], current[1], current[2], event_id, current[4])
         return ("ok",), sessions, issued
     if call == "get_last":
         (session_id,) = args
-        current = sessions[session_id]  # type: ignore[index]
+        current = sessions[session_id]
         if current is None:
             return ("error", "SessionNotFoundError", (session_id,)), sessions, issued
         return ("ok", current[3]), sessions, issued
     if call == "append":
         session_id, stream_id, tag = args
-        current = sessions[session_id]  # type: ignore[index]
+        current = sessions[session_id]
         if current is None:
             return ("error", "SessionNotFoundError", (session_id,)), sessions, issued
         if not (isinstance(known, tuple) and known[0] == "ok"):
@@ -337,12 +339,12 @@ def _apply(
         if event_id in issued:  # an id issued twice: no order explains it
             return None
         streams = dict(current[4])
-        streams[stream_id] = (*streams.get(stream_id, ()), (event_id, tag))  # type: ignore[arg-type]
-        sessions[session_id] = (*current[:4], tuple(streams.items()))  # type: ignore[index,assignment]
-        return known, sessions, issued | {event_id}  # type: ignore[operator]
+        streams[stream_id] = (*streams.get(stream_id, ()), (event_id, tag))
+        sessions[session_id] = (*current[:4], tuple(streams.items()))
+        return known, sessions, issued | {event_id}
     if call == "replay":
         session_id, event_id = args
-        current = sessions[session_id]  # type: ignore[index]
+        current = sessions[session_id]
         not_found = ("error", "EventNotFoundError", False)
         if current is None:
             return not_found, sessions, issued
@@ -356,7 +358,7 @@ def _apply(
         return not_found, sessions, issued
     if call == "dump":
         (session_id,) = args
-        current = sessions[session_id]  # type: ignore[index]
+        current = sessions[session_id]
         if current is None:
             return ("ok", None), sessions, issued
         incarnation, version, tag, last, streams = current
@@ -364,10 +366,10 @@ def _apply(
         return ("ok", session_id, incarnation, version, tag, last, shown), sessions, issued
     if call == "load":
         session_id, incarnation, version, tag, last, streams = args
-        if sessions[session_id] is not None:  # type: ignore[index]
+        if sessions[session_id] is not None:
             return ("ok", False), sessions, issued
-        loaded = tuple((s, tuple((None, t) for t in tags)) for s, tags in streams)  # type: ignore[attr-defined]
-        sessions[session_id] = (incarnation, version, tag, last, loaded)  # type: ignore[index]
+        loaded = tuple((s, tuple((None, t) for t in tags)) for s, tags in streams)
+        sessions[session_id] = (incarnation, version, tag, last, loaded)
         return ("ok", True), sessions, issued
     raise ValueError(f"the store model has no operation {call!r}")
 
@@ -375,7 +377,14 @@ def _apply(
 def to_json(history: Sequence[Operation]) -> list[list[Any]]:
     """``history`` as JSON-able lists (the worker's way back from another process)."""
     return [
-        [op.process, op.call, _listed(op.args), _listed(op.result), op.start, op.end]
+        [
+            op.process,
+            op.call,
+            _listed(op.args),
+            None if op.result is PENDING else _listed(op.result),
+            op.start,
+            op.end,
+        ]
         for op in history
     ]
 
@@ -383,7 +392,9 @@ def to_json(history: Sequence[Operation]) -> list[list[Any]]:
 def from_json(rows: Sequence[Sequence[Any]]) -> list[Operation]:
     """The inverse of :func:`to_json`: lists become tuples again, so results stay hashable."""
     return [
-        Operation(process, call, _tupled(args), _tupled(result), start, end)
+        Operation(
+            process, call, _tupled(args), PENDING if end is None else _tupled(result), start, end
+        )
         for process, call, args, result, start, end in rows
     ]
 
