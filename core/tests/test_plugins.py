@@ -13,6 +13,7 @@ from core_testkit import DictBackend, InstallDistribution, factory_of
 
 from sessionstore import (
     ENTRY_POINT_GROUP,
+    MAX_TTL_SECONDS,
     BackendError,
     BackendLoadError,
     Capability,
@@ -295,7 +296,11 @@ async def test_declared_capabilities_are_reported() -> None:
     async with open_store(factory_of(DictBackend())) as full:
         assert full.capabilities == {}
     async with open_store("memory") as memory:
-        assert set(memory.capabilities) == {Capability.SHARED_HANDLES}
+        assert set(memory.capabilities) == {
+            Capability.SHARED_HANDLES,
+            Capability.SHARED_PROCESSES,
+            Capability.DURABLE,
+        }
 
 
 def test_unknown_capability_is_refused() -> None:
@@ -360,7 +365,21 @@ async def test_good_namespace(namespace: str) -> None:
 
 @pytest.mark.parametrize(
     "ttl",
-    [0, -1, 0.0, float("nan"), float("inf"), timedelta(0), timedelta(seconds=-5), True, "60", []],
+    [
+        0,
+        -1,
+        0.0,
+        float("nan"),
+        float("inf"),
+        timedelta(0),
+        timedelta(seconds=-5),
+        True,
+        "60",
+        [],
+        1e30,  # a deadline no backend holds (SQLite overflowed on it)
+        MAX_TTL_SECONDS + 1,
+        timedelta(days=365 * 101),
+    ],
 )
 def test_bad_ttl(ttl: object) -> None:
     with pytest.raises(ConfigurationError, match="ttl"):
@@ -374,6 +393,7 @@ def test_bad_ttl(ttl: object) -> None:
         (1.5, timedelta(milliseconds=1500)),
         (timedelta(minutes=2), timedelta(minutes=2)),
         (0.0001, timedelta(milliseconds=1)),  # kept to the millisecond, never 0
+        (MAX_TTL_SECONDS, timedelta(seconds=MAX_TTL_SECONDS)),
         (None, None),
     ],
 )

@@ -3,6 +3,12 @@
 Run it from the command line (``pytest --pyargs sessionstore_contract --sessionstore-backend
 NAME_OR_URL``) or subclass :class:`StoreContract` in your own tests and provide a
 ``sessionstore_target`` fixture returning a :class:`ContractTarget`.
+
+It also ships what its concurrency tests are made of, for a backend's own tests:
+:func:`check` / :func:`assert_linearizable` decide whether a history of :class:`Operation` values
+is linearizable against a sequential model (:class:`StoreModel` is the contract as one, and
+:class:`RecordingClient` records a store's operations as such a history), and
+:func:`run_in_processes` runs a scenario in several OS processes at once.
 """
 
 from __future__ import annotations
@@ -11,6 +17,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .histories import RecordingClient, StoreModel
+    from .linearizability import (
+        Operation,
+        SearchLimitExceeded,
+        Verdict,
+        assert_linearizable,
+        check,
+        check_by_key,
+    )
+    from .processes import run_in_processes
     from .servers import in_ci, skip_or_fail
     from .stateful import run_state_machine
     from .suite import ContractOverrideError, StoreContract
@@ -20,8 +36,17 @@ __all__ = [
     "ContractOverrideError",
     "ContractTarget",
     "ManualClock",
+    "Operation",
+    "RecordingClient",
+    "SearchLimitExceeded",
     "StoreContract",
+    "StoreModel",
+    "Verdict",
+    "assert_linearizable",
+    "check",
+    "check_by_key",
     "in_ci",
+    "run_in_processes",
     "run_state_machine",
     "skip_or_fail",
 ]
@@ -36,6 +61,15 @@ _HOMES = {
     "ContractTarget": "target",
     "ManualClock": "target",
     "in_ci": "servers",
+    "Operation": "linearizability",
+    "SearchLimitExceeded": "linearizability",
+    "Verdict": "linearizability",
+    "assert_linearizable": "linearizability",
+    "check": "linearizability",
+    "check_by_key": "linearizability",
+    "RecordingClient": "histories",
+    "StoreModel": "histories",
+    "run_in_processes": "processes",
     "skip_or_fail": "servers",
 }
 

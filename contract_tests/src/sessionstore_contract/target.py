@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from sessionstore import Capability, SessionStore, open_store
 from sessionstore.plugins import BackendFactory
 
-__all__ = ["ContractTarget", "ManualClock"]
+__all__ = ["ContractTarget", "ManualClock", "NotPortableError"]
 
 T = TypeVar("T")
 
@@ -35,11 +36,18 @@ class ManualClock:
         self._micros += round(seconds * 1_000_000)
 
 
+class NotPortableError(Exception):
+    """A :class:`ContractTarget` cannot be rebuilt in another process (see
+    :meth:`ContractTarget.recipe`); the message says how to make it portable."""
+
+
 class ContractTarget:
     """The backend under test: opens stores, each in a fresh scratch namespace by default.
 
     Build one with :meth:`from_spec` (a backend name or URL, as ``open_store`` takes) or
     :meth:`from_factory` (``"module:callable"``). Extra ``options`` go to every ``open_store``.
+    The process tests rebuild the same target in other OS processes from :meth:`recipe`, so a
+    target meant for them has a spec or an importable factory, and JSON options.
     """
 
     def __init__(self, spec: str | BackendFactory, *, label: str | None = None, **options: Any):
@@ -47,6 +55,7 @@ class ContractTarget:
         self.label = label or (spec if isinstance(spec, str) else repr(spec))
         self.options = options
         self._capabilities: dict[Capability, str] | None = None
+        self._factory_path: str | None = None
 
     @classmethod
     def from_spec(cls, spec: str, **options: Any) -> ContractTarget:
@@ -59,10 +68,52 @@ class ContractTarget:
         if not module_name or not attribute:
             raise pytest.UsageError(f"--sessionstore-factory {path!r}: expected module:callable")
         try:
-            factory = getattr(importlib.import_module(module_name), attribute)
+            factory: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                factory = getattr(factory, part)
         except (ImportError, AttributeError) as exc:
             raise pytest.UsageError(f"--sessionstore-factory {path!r}: {exc}") from exc
-        return cls(factory, label=path, **options)
+        target = cls(factory, label=path, **options)
+        target._factory_path = path
+        return target
+
+    def recipe(self) -> dict[str, Any]:
+        """How to open this target in another process, as JSON-serialisable data:
+        ``{"spec": ..., "options": {...}}`` or ``{"factory": "module:qualname", "options": ...}``.
+
+        :meth:`from_recipe` rebuilds the target from it. Raises :class:`NotPortableError`, saying
+        how to fix it, when the options are not JSON or the factory cannot be imported by name
+        (a lambda, a closure, a function of ``__main__``).
+        """
+        how = (
+            f"the contract suite opens {self.label} in other OS processes (it declares "
+            f"{Capability.SHARED_PROCESSES.value} or {Capability.DURABLE.value}), so it must be "
+            "rebuildable there: give a spec (--sessionstore-backend NAME_OR_URL, "
+            "ContractTarget.from_spec) or an importable factory (--sessionstore-factory "
+            "module:callable, ContractTarget.from_factory), with options JSON can carry"
+        )
+        try:
+            options = json.loads(json.dumps(self.options))
+        except (TypeError, ValueError) as exc:
+            raise NotPortableError(f"{how}; its options are not JSON: {exc}") from None
+        if options != self.options:
+            raise NotPortableError(f"{how}; its options change through JSON: {self.options!r}")
+        if isinstance(self.spec, str):
+            return {"spec": self.spec, "options": options}
+        path = self._factory_path or _importable_path(self.spec)
+        if path is None:
+            raise NotPortableError(
+                f"{how}; its factory {self.spec!r} cannot be imported by name in another process"
+            )
+        return {"factory": path, "options": options}
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any]) -> ContractTarget:
+        """The target a :meth:`recipe` describes (in this process or another)."""
+        options = dict(recipe.get("options") or {})
+        if "spec" in recipe:
+            return cls.from_spec(recipe["spec"], **options)
+        return cls.from_factory(recipe["factory"], **options)
 
     def open(self, *, namespace: str | None = None, **options: Any) -> SessionStore:
         """Open a store; a fresh ``contract-...`` namespace unless ``namespace`` is given."""
@@ -101,6 +152,21 @@ class ContractTarget:
         reason = self.capabilities.get(capability)
         if reason is not None:
             pytest.skip(f"{self.label} lacks {capability.value}: {reason}")
+
+
+def _importable_path(factory: object) -> str | None:
+    """``"module:qualname"`` naming ``factory`` if importing it by that name finds it again."""
+    module_name = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", None)
+    if not module_name or not qualname or module_name == "__main__" or "<" in qualname:
+        return None
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module_name}:{qualname}" if found is factory else None
 
 
 def scratch_namespace() -> str:

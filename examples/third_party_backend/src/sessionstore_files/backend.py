@@ -9,9 +9,9 @@ Layout under the store's directory (``files:///var/lib/sessions``), per namespac
 How the guarantees are kept:
 
 * **Whole-file replacement.** Every write builds the session's complete new file under a temporary
-  name in the same directory and ``os.replace``-s it over the old one, so a reader (which takes no
-  lock) sees the old file or the new one, never a mix. With ``fsync=True`` (the default) the data
-  and the directory entry are on disk before the hook returns.
+  name in the same directory and ``os.replace``-s it over the old one, so a reader sees the old
+  file or the new one, never a mix. With ``fsync=True`` (the default) the data and the directory
+  entry are on disk before the hook returns.
 * **Compare-and-set.** Every write runs under ``fcntl.flock(LOCK_EX)`` on the namespace's lock
   file, opened afresh for each operation, so writers exclude each other across tasks, threads
   (each holds its own open file description) and processes; the kernel drops the lock of a
@@ -19,9 +19,10 @@ How the guarantees are kept:
 * **Batches.** Every record is checked under the lock before anything is written, so a refused
   batch writes nothing. Then all the new files are staged, a journal naming them is written
   atomically, and they are moved into place; a writer that finds a journal when it takes the lock
-  finishes the moves of a writer that died, so on disk a batch lands whole or not at all. Readers
-  take no lock: each sees every file whole, but one reading during a batch may see it land file
-  by file.
+  finishes the moves of a writer that died, so on disk a batch lands whole or not at all.
+* **Reads** hold the same lock shared (``LOCK_SH``): readers run together, but never while a
+  writer holds it, so no reader, in any process, sees a batch half moved into place, and every
+  hook takes effect at one instant (linearizable) across processes.
 * **Expiry** compares each record's deadline with the ``now_ms`` of the call; nothing expired is
   ever returned, whether or not a purge ran.
 * **Strange ids.** A file name is the hex spelling of the id's bytes (``*``, ``/``, ``..`` and
@@ -210,6 +211,42 @@ class FilesBackend:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def _shared(self) -> Iterator[None]:
+        """Hold the namespace's lock shared, for reading: readers run together, but never while
+        a writer holds it, so no batch is seen half moved into place. A batch a crashed writer
+        left is finished first (under the write lock). Never call it holding the write lock."""
+        self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                current = os.path.samestat(os.fstat(fd), os.stat(self._lock_path))
+            except FileNotFoundError:
+                current = False  # removed by store_clear while we waited: take the new one
+            except BaseException:
+                os.close(fd)
+                raise
+            if current and not (self._dir / _JOURNAL).exists():
+                break
+            os.close(fd)
+            if current:
+                with self._locked():  # finishes the crashed writer's batch
+                    pass
+        try:
+            yield
+        finally:
+            os.close(fd)
+
+    async def _read_shared(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`_run` ``function``, a read, holding the namespace's lock shared."""
+
+        def read() -> T:
+            with self._shared():
+                return function(*args, **kwargs)
+
+        return await self._run(read)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -496,14 +533,14 @@ class FilesBackend:
 
     @hookimpl
     async def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
-        entry = await self._run(self._read_live, session_id, now_ms)
+        entry = await self._read_shared(self._read_live, session_id, now_ms)
         return None if entry is None else entry.record
 
     @hookimpl
     async def session_get_many(
         self, session_ids: Sequence[str], now_ms: int
     ) -> Mapping[str, SessionRecord]:
-        return await self._run(self._get_many, session_ids, now_ms)
+        return await self._read_shared(self._get_many, session_ids, now_ms)
 
     @hookimpl
     async def session_update(self, record: SessionRecord, now_ms: int) -> None:
@@ -519,13 +556,13 @@ class FilesBackend:
 
     @hookimpl
     async def session_count(self, now_ms: int) -> int:
-        return await self._run(self._count, now_ms)
+        return await self._read_shared(self._count, now_ms)
 
     @hookimpl
     async def session_page(
         self, cursor: str | None, limit: int, now_ms: int
     ) -> tuple[Sequence[SessionRecord], str | None]:
-        return await self._run(self._page, cursor, limit, now_ms)
+        return await self._read_shared(self._page, cursor, limit, now_ms)
 
     @hookimpl
     async def session_purge_expired(self, now_ms: int) -> int:
@@ -539,7 +576,7 @@ class FilesBackend:
 
     @hookimpl
     async def last_event_id_get(self, session_id: str, now_ms: int) -> str | None:
-        return await self._run(self._last_event_id_get, session_id, now_ms)
+        return await self._read_shared(self._last_event_id_get, session_id, now_ms)
 
     @hookimpl
     async def event_append(
@@ -551,11 +588,11 @@ class FilesBackend:
     async def event_replay(
         self, event_id: str, session_id: str | None, now_ms: int
     ) -> tuple[str, Sequence[Event]]:
-        return await self._run(self._replay, event_id, session_id, now_ms)
+        return await self._read_shared(self._replay, event_id, session_id, now_ms)
 
     @hookimpl
     async def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
-        return await self._run(self._dump, session_id, now_ms)
+        return await self._read_shared(self._dump, session_id, now_ms)
 
     @hookimpl
     async def session_load(self, dump: SessionDump, retention: int, now_ms: int) -> bool:

@@ -14,7 +14,6 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from sessionstore import (
     Capability,
@@ -31,6 +30,7 @@ from sessionstore import (
     redact_url,
 )
 from sessionstore.records import parse_event_id
+from sessionstore.urls import StoreURL, parse_url
 
 __all__ = ["MemoryBackend", "create_backend"]
 
@@ -69,9 +69,19 @@ def create_backend(spec: str, *, namespace: str, max_sessions: int | None = None
         raise ConfigurationError(f"max_sessions must be an int >= 1, not {max_sessions!r}")
     if spec.strip().lower() == "memory":
         return MemoryBackend(threading.Lock(), _Space(), max_sessions=max_sessions, shared=False)
-    parts = urlsplit(spec)
-    name = parts.netloc + parts.path
-    if parts.scheme.lower() != "memory" or not name or parts.query or parts.fragment:
+    try:
+        url: StoreURL | None = parse_url(spec, what="memory store spec")
+    except ConfigurationError:
+        url = None
+    name = "" if url is None else url.host + url.path
+    if (
+        url is None
+        or url.scheme != "memory"
+        or url.username is not None  # a memory store takes no user or password
+        or not name
+        or url.query is not None
+        or url.fragment is not None
+    ):
         raise ConfigurationError(
             f"memory store spec {redact_url(spec)!r} must be 'memory' or 'memory://NAME'"
         )
@@ -162,12 +172,21 @@ class MemoryBackend:
 
     @hookimpl
     def store_capabilities(self) -> Mapping[str, str]:
-        if self._shared:
-            return {}
-        return {
-            Capability.SHARED_HANDLES: "each open_store('memory') is a private store; "
-            "use 'memory://NAME' to share one within the process"
+        missing: dict[str, str] = {
+            Capability.SHARED_PROCESSES: "a memory store lives in one process's memory; "
+            "use sqlite or redis to share sessions between processes",
+            Capability.DURABLE: (
+                "a memory store keeps nothing once its process exits"
+                if self._shared
+                else "a private memory store is gone when its handle closes"
+            ),
         }
+        if not self._shared:
+            missing[Capability.SHARED_HANDLES] = (
+                "each open_store('memory') is a private store; "
+                "use 'memory://NAME' to share one within the process"
+            )
+        return missing
 
     @hookimpl
     def session_create(self, record: SessionRecord, now_ms: int) -> None:
