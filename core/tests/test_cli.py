@@ -206,6 +206,8 @@ def test_backends_lists_distributions_schemes_and_a_stores_capabilities(tmp_path
         "atomic_batch_update",
         "shared_handles",
         "controllable_clock",
+        "shared_processes",
+        "durable",
     }
 
 
@@ -722,7 +724,7 @@ def test_check_says_which_guarantees_break(tmp_path: Path) -> None:
         "-o",
         "max_sessions=1",
         "-k",
-        "namespaces_never or batch_update or invalid_ids",
+        "namespaces_never or batch_update_writes_all or batch_update_is_all or invalid_ids",
     )
     line = assert_one_error_line(result)
     assert line.startswith("sessionstore: error: ")

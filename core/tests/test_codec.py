@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,6 +19,8 @@ from core_testkit import DictBackend, factory_of, unpack_any
 from sessionstore import (
     ENVELOPE_VERSION,
     MAX_RECORD_BYTES,
+    MAX_RECORD_DEPTH,
+    MAX_RECORD_ITEMS,
     CorruptRecordError,
     InvalidSessionError,
     ResponseMode,
@@ -27,6 +32,7 @@ from sessionstore import (
     encode_session,
     open_store,
 )
+from sessionstore.models import MAX_METADATA_ITEMS
 from sessionstore_memory import create_backend
 
 SID = "sid-1"
@@ -360,3 +366,137 @@ async def test_store_writes_nothing_when_encoding_fails() -> None:
             await store.update_sessions_batch([again, other])
         assert (again.version, other.version) == (1, 1)
         assert [s.version for s in await store.get_sessions_batch(["s", "t"])] == [1, 1]
+
+
+# -- bounds on values and nesting, not only bytes (issue 14, item 8) -----------------------
+
+ENVELOPE_ITEMS = 2 + len(known_fields()) + 1 + 1
+"""Values in lists and maps of ``envelope(known_fields(extra=[]))``: the envelope's two, the
+fields, the extra field, and the one entry of the reference metadata."""
+
+
+def with_extra(extra: object) -> bytes:
+    return envelope(known_fields(extra=extra))
+
+
+def nested(depth: int) -> object:
+    """``depth`` levels of lists: ``nested(1) == []``, ``nested(2) == [[]]``."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_values_up_to_the_record_limit_decode_and_encode_back() -> None:
+    payload = with_extra([0] * (MAX_RECORD_ITEMS - ENVELOPE_ITEMS))
+    session = decode_session(record(payload))
+    assert unpack_any(encode_session(session)) == unpack_any(payload)
+
+
+def test_one_value_over_the_record_limit_is_refused() -> None:
+    payload = with_extra([0] * (MAX_RECORD_ITEMS - ENVELOPE_ITEMS + 1))
+    with pytest.raises(CorruptRecordError, match=f"more than {MAX_RECORD_ITEMS} values"):
+        decode_session(record(payload))
+
+
+def test_nesting_up_to_the_record_limit_decodes_and_encodes_back() -> None:
+    payload = with_extra(nested(MAX_RECORD_DEPTH - 2))  # inside the envelope and its fields
+    session = decode_session(record(payload))
+    assert unpack_any(encode_session(session)) == unpack_any(payload)
+
+
+def test_one_level_over_the_record_depth_is_refused() -> None:
+    with pytest.raises(CorruptRecordError, match=f"deeper than {MAX_RECORD_DEPTH} levels"):
+        decode_session(record(with_extra(nested(MAX_RECORD_DEPTH - 1))))
+    with pytest.raises(CorruptRecordError, match=f"deeper than {MAX_RECORD_DEPTH} levels"):
+        decode_session(record(with_extra({"a": nested(MAX_RECORD_DEPTH - 2)})))
+
+
+def test_metadata_up_to_its_limit_round_trips_and_one_more_value_is_refused() -> None:
+    values = {f"k{i}": [0] for i in range(MAX_METADATA_ITEMS // 2)}  # an entry and an item each
+    session = Session(id=SID, transport="http", metadata=values)
+    assert decode_session(record(encode_session(session))).metadata == values
+    with pytest.raises(ValueError, match=f"more than {MAX_METADATA_ITEMS} values"):
+        Session(id=SID, transport="http", metadata={**values, "one": 1})
+    session.metadata["one"] = 1  # mutated in place: no validation until it is encoded
+    with pytest.raises(InvalidSessionError, match=f"more than {MAX_METADATA_ITEMS} values"):
+        encode_session(session)
+
+
+def test_encode_refuses_what_decode_would_refuse() -> None:
+    at_limit = decode_session(record(with_extra([0] * (MAX_RECORD_ITEMS - ENVELOPE_ITEMS))))
+    at_limit.metadata["one more"] = 1
+    with pytest.raises(InvalidSessionError, match=f"more than {MAX_RECORD_ITEMS} values"):
+        encode_session(at_limit)
+
+
+def test_encode_refuses_two_million_metadata_keys_quickly() -> None:
+    session = Session(id=SID, transport="http")
+    session.metadata.update((f"{i:x}", 0) for i in range(2_000_000))  # no validation here
+    started = time.perf_counter()
+    with pytest.raises(InvalidSessionError, match=f"more than {MAX_METADATA_ITEMS} values"):
+        encode_session(session)
+    assert time.perf_counter() - started < 2.0  # before the bound: written, 14 MB, in 0.4 s
+
+
+# What a hostile 16 MiB record costs to decode, measured in a fresh process: peak RSS is per
+# process, and the figure must not include what the test runner already holds.
+_MEASURE = """
+import json, resource, sys, time
+import msgpack
+from sessionstore import CorruptRecordError, MAX_RECORD_BYTES, SessionRecord, decode_session
+
+kind = sys.argv[1]
+fields = {"id": "sid-1", "transport": "http", "response_mode": None,
+          "upstream_session_id": None, "status": "active", "created_at": 0,
+          "last_activity": 0, "metadata": {}}
+if kind == "million-keys":  # a valid envelope of 2 million distinct metadata keys
+    keys = b"".join(b"\\xa6%06x\\x00" % i for i in range(2_000_000))  # fixstr(6), then 0
+    base = msgpack.packb([1, fields])
+    assert base.endswith(b"\\x80")
+    payload = base[:-1] + b"\\xdf" + (2_000_000).to_bytes(4, "big") + keys
+else:
+    base = msgpack.packb([1, {**fields, "x": []}])
+    assert base.endswith(b"\\x90")
+    room = MAX_RECORD_BYTES - len(base) - 5
+    if kind == "flat":  # one array of 16 million empty arrays
+        body = b"\\xdd" + room.to_bytes(4, "big") + b"\\x90" * room
+    elif kind == "chunked":  # arrays of 65,535 empty maps, each under any per-array limit
+        chunk = b"\\xdc\\xff\\xff" + b"\\x80" * 65535
+        count = room // len(chunk)
+        body = b"\\xdd" + count.to_bytes(4, "big") + chunk * count
+    else:  # maps of 32,767 entries of tiny keys holding empty arrays
+        keys = [msgpack.packb(f"{i:x}") for i in range(32767)]
+        chunk = b"\\xde\\x7f\\xff" + b"".join(key + b"\\x90" for key in keys)
+        count = room // len(chunk)
+        body = b"\\xdd" + count.to_bytes(4, "big") + chunk * count
+    payload = base[:-1] + body
+assert len(payload) <= MAX_RECORD_BYTES, len(payload)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+try:
+    decode_session(SessionRecord("sid-1", 1, None, payload))
+    outcome = "decoded"
+except CorruptRecordError as exc:
+    outcome = "refused: " + exc.reason
+seconds = time.perf_counter() - started
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"outcome": outcome, "seconds": seconds, "mib": grown}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["flat", "chunked", "maps", "million-keys"])
+def test_a_hostile_record_is_refused_quickly_without_amplifying_memory(kind: str) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", _MEASURE, kind],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    measured = json.loads(ran.stdout)
+    assert measured["outcome"].startswith("refused: "), measured
+    assert "values" in measured["outcome"], measured
+    assert measured["seconds"] < 2.0, measured  # 12.6 s for "flat" before the bounds
+    assert measured["mib"] < 64, measured  # 1,155 MiB for "flat" before the bounds

@@ -1,13 +1,14 @@
 """The fallback middleware: circuit breaker, serving from memory, reconciliation, conflicts.
 
-The primary is a real backend whose storage can be switched off (``FlakyBackend.down``); the
-fallback is the real memory backend (or a DictBackend where a test needs to look inside it).
+The primary is a real backend whose storage can be switched off (``FlakyBackend.down``, see
+fallback_testkit); the fallback is the real memory backend (or a DictBackend where a test needs
+to look inside it). The four invariants of issue 14 have their own tests in
+test_fallback_invariants.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import re
@@ -15,6 +16,16 @@ from typing import Any
 
 import pytest
 from core_testkit import DictBackend, factory_of
+from fallback_testkit import (
+    PASSWORD,
+    FakeClock,
+    FlakyBackend,
+    breaker,
+    new,
+    recover,
+    settled,
+    with_fallback,
+)
 
 from sessionstore import (
     ConfigurationError,
@@ -22,104 +33,16 @@ from sessionstore import (
     Event,
     EventNotFoundError,
     FallbackConflict,
-    FallbackMiddleware,
     MetricsMiddleware,
-    Session,
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
-    SessionStore,
     StoreUnavailableError,
     UnknownBackendError,
     decode_session,
     hookimpl,
     open_store,
 )
-from sessionstore.middleware import ASYNC_HOOKS
-
-PASSWORD = "s3cret-pw"
-
-
-class FlakyBackend(DictBackend):
-    """A DictBackend whose storage can be switched off.
-
-    While ``down`` is set every hook raises StoreUnavailableError (with a URL holding a password
-    in its message, as a careless driver would). ``down_after = n`` lets n more calls through,
-    then sets ``down``. ``gate``, when set, holds every call until it is set. ``refused`` lists
-    the hooks called while down; ``calls`` (from DictBackend) those that reached the storage.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = False
-        self.down_after: int | None = None
-        self.gate: asyncio.Event | None = None
-        self.refused: list[str] = []
-
-    def reachable(self, hook: str) -> None:
-        if self.down_after is not None:
-            if self.down_after == 0:
-                self.down, self.down_after = True, None
-            else:
-                self.down_after -= 1
-        if self.down:
-            self.refused.append(hook)
-            raise StoreUnavailableError(
-                f"{hook}: connection refused by redis://app:{PASSWORD}@db:6379/0"
-            )
-
-
-def _switchable(name: str) -> Any:
-    base = getattr(DictBackend, name)
-
-    @functools.wraps(base)  # pluggy reads the hook's argument names through __wrapped__
-    async def hook(self: FlakyBackend, *args: Any) -> Any:
-        if self.gate is not None:
-            await self.gate.wait()
-        self.reachable(name)
-        return await base(self, *args)
-
-    return hookimpl(hook)
-
-
-for _name in ASYNC_HOOKS:
-    setattr(FlakyBackend, _name, _switchable(_name))
-
-
-class FakeClock:
-    """The breaker's clock: seconds, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def new(session_id: str, **metadata: Any) -> Session:
-    return Session(id=session_id, transport="http", metadata=metadata)
-
-
-def with_fallback(
-    primary: DictBackend, clock: FakeClock, fallback: Any = "memory", **options: Any
-) -> SessionStore:
-    return open_store(
-        factory_of(primary), fallback=fallback, fallback_options={"clock": clock, **options}
-    )
-
-
-def breaker(store: SessionStore) -> FallbackMiddleware:
-    assert store.fallback is not None
-    return store.fallback
-
-
-async def recover(store: SessionStore, primary: FlakyBackend, clock: FakeClock) -> None:
-    """Bring the primary back and let one operation probe it (and reconcile)."""
-    primary.down = False
-    clock.now += breaker(store).probe_after
-    await store.get_sessions_batch(["nobody"])
-    assert breaker(store).state == "closed"
-
 
 # -- the breaker ----------------------------------------------------------------------------
 
@@ -171,6 +94,7 @@ async def test_probes_follow_the_clock() -> None:
     primary, clock = FlakyBackend(), FakeClock()
     async with with_fallback(primary, clock, failures=1, probe_after=5.0) as store:
         await store.create_session(new("s"))
+        await store.create_session(new("t"))
         primary.down = True
         await store.get_session("s")
         assert breaker(store).state == "open"
@@ -179,16 +103,22 @@ async def test_probes_follow_the_clock() -> None:
         await store.get_session("s")
         assert len(primary.refused) == 1  # too early: no probe
         clock.now += 0.001
-        assert (await store.get_session("s")).id == "s"  # the probe fails: served from memory
+        # Half-open: "t" is not held by the fallback, so the primary is tried; it fails, the
+        # circuit opens again at once, and the call is served from memory.
+        assert (await store.get_session("t")).id == "t"
         assert len(primary.refused) == 2
         assert breaker(store).state == "open"
         clock.now += 4.999  # open again for another probe_after, counted from the failed probe
-        await store.get_session("s")
+        await store.get_session("t")
         assert len(primary.refused) == 2
         clock.now += 0.001
         primary.down = False
         calls = len(primary.calls)
-        await store.get_session("s")  # the probe succeeds: closed, and this call was the probe
+        await store.get_session("t")  # held: served from memory; reconciliation starts
+        await settled(store)  # both were only read: released without a word to the primary
+        assert breaker(store).state == "half-open"  # the primary has not answered yet
+        assert primary.calls[calls:] == []
+        await store.get_session("t")  # the primary answers: closed, and this call was the probe
         assert breaker(store).state == "closed"
         assert primary.calls[calls:] == ["session_get"]
 
@@ -642,10 +572,11 @@ async def test_an_interrupted_reconciliation_resumes_without_writing_twice() -> 
         b = await store.update_session(b)
         primary.down, primary.down_after = False, 1  # one write gets through, then down again
         clock.now += 5
-        assert (await store.get_session("b")).version == 2  # the probe fails: served
+        assert (await store.get_session("b")).version == 2  # served; reconciliation starts
+        await settled(store)
         assert breaker(store).state == "open"
-        assert primary.records["a"].version == 2  # half way to 3
-        assert primary.records["b"].version == 1
+        versions = (primary.records["a"].version, primary.records["b"].version)
+        assert versions in ((2, 1), (1, 2))  # one of the two got one write further
         clock.now += 4.9
         refused = len(primary.refused)
         await store.get_session("a")
@@ -658,28 +589,31 @@ async def test_an_interrupted_reconciliation_resumes_without_writing_twice() -> 
         assert primary.records["b"].version == b.version == 3
 
 
-async def test_operations_wait_for_the_probe_and_then_use_the_primary() -> None:
+async def test_calls_during_reconciliation_are_served_and_their_writes_reconciled() -> None:
     primary, clock = FlakyBackend(), FakeClock()
     async with with_fallback(primary, clock, failures=1) as store:
         a = await store.create_session(new("a"))
+        await store.create_session(new("other"))
         primary.down = True
         a = await store.update_session(a)
         primary.down = False
         clock.now += breaker(store).probe_after
-        primary.gate = asyncio.Event()
-        probe = asyncio.create_task(store.get_session("a"))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        gate = primary.hook_gates["session_update"] = asyncio.Event()  # writes hang
+        assert (await store.get_session("a")).version == 2  # starts reconciliation, served
         assert breaker(store).state == "half-open"
-        writer = asyncio.create_task(store.update_session(a))
         for _ in range(5):
-            await asyncio.sleep(0)
-        assert not writer.done()  # it must not write to the fallback while reconciling
-        primary.gate.set()
-        assert (await probe).version == 2
-        assert (await writer).version == 3
-        assert primary.records["a"].version == 3
-        assert breaker(store).state == "closed"
+            await asyncio.sleep(0)  # reconciliation is now waiting for the primary's answer
+        a.metadata["during"] = True
+        assert (await store.update_session(a)).version == 3  # the fallback still answers for it
+        assert (await store.get_session("other")).version == 1  # the primary answers the rest
+        assert breaker(store).state == "half-open"
+        gate.set()
+        assert await breaker(store).wait_reconciled() == "closed"
+        assert primary.records["a"].version == 3  # pushed again with the write made meanwhile
+        assert decode_session(primary.records["a"]).metadata == {"during": True}
+        assert breaker(store).conflicts == []
+        assert breaker(store).unreconciled == 0
+        assert (await store.get_session("a")).version == 3  # from the primary now
 
 
 # -- events ---------------------------------------------------------------------------------

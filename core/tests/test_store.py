@@ -10,6 +10,8 @@ import pytest
 from core_testkit import DictBackend, factory_of
 
 from sessionstore import (
+    MAX_BATCH_SIZE,
+    MAX_DEADLINE_MS,
     MAX_RECORD_BYTES,
     BackendError,
     ConflictError,
@@ -267,6 +269,41 @@ async def test_update_sessions_batch_refuses_duplicate_ids(store: SessionStore) 
     assert (await store.get_session("twice")).version == 1
     with pytest.raises(InvalidSessionError, match="expected a Session"):
         await store.update_sessions_batch([session, {"id": "x"}])  # type: ignore[list-item]
+
+
+async def test_batches_beyond_max_batch_size(dict_backend: DictBackend) -> None:
+    """An update batch over MAX_BATCH_SIZE is refused before the backend; a longer read batch is
+    split into hook calls of at most MAX_BATCH_SIZE distinct ids."""
+    calls: list[int] = []
+
+    class Counting(OperationMiddleware):
+        @hookimpl(wrapper=True)
+        def session_get_many(self, session_ids: Any, now_ms: int) -> Any:
+            calls.append(len(session_ids))
+            return (yield)
+
+    async with open_store(factory_of(dict_backend), middleware=[Counting()]) as store:
+        await store.create_session(new("last"))
+        too_many = [new(f"s{n}", version=1) for n in range(MAX_BATCH_SIZE + 1)]
+        with pytest.raises(InvalidSessionError, match="MAX_BATCH_SIZE"):
+            await store.update_sessions_batch(too_many)
+        assert "session_update_many" not in dict_backend.calls
+        ids = [f"s{n}" for n in range(MAX_BATCH_SIZE + 5)] + ["s0", "last"]
+        found = await store.get_sessions_batch(ids)
+        assert [s.id for s in found] == ["last"]
+        assert calls == [MAX_BATCH_SIZE, 6]
+
+
+async def test_load_refuses_a_deadline_beyond_max_deadline_ms(store: SessionStore) -> None:
+    await store.create_session(new("moved"))
+    dump = await store.dump_session("moved")
+    await store.delete_session("moved")
+    for deadline in (MAX_DEADLINE_MS + 1, -1):
+        bad = dump._replace(record=dump.record._replace(deadline_ms=deadline))
+        with pytest.raises(InvalidSessionError, match="deadline_ms"):
+            await store.load_session(bad)
+    latest = dump._replace(record=dump.record._replace(deadline_ms=MAX_DEADLINE_MS))
+    assert await store.load_session(latest) is True
 
 
 # -- modify_session -------------------------------------------------------------------------

@@ -11,7 +11,14 @@ Everything a user or a backend author needs imports from here::
 from importlib.metadata import PackageNotFoundError, version
 
 from .capabilities import Capability
-from .codec import ENVELOPE_VERSION, MAX_RECORD_BYTES, decode_session, encode_session
+from .codec import (
+    ENVELOPE_VERSION,
+    MAX_RECORD_BYTES,
+    MAX_RECORD_DEPTH,
+    MAX_RECORD_ITEMS,
+    decode_session,
+    encode_session,
+)
 from .errors import (
     BackendError,
     BackendLoadError,
@@ -30,6 +37,7 @@ from .errors import (
     StoreUnavailableError,
     TransferError,
     UnknownBackendError,
+    WrongEventLoopError,
 )
 from .fallback import FallbackConflict, FallbackMiddleware
 from .hookspecs import hookimpl
@@ -48,8 +56,10 @@ from .plugins import ENTRY_POINT_GROUP, BackendInfo, installed_backends
 from .records import Event, SessionDump, SessionRecord
 from .store import (
     MAX_BATCH_SIZE,
+    MAX_DEADLINE_MS,
     MAX_EVENT_ID_LENGTH,
     MAX_STREAM_ID_LENGTH,
+    MAX_TTL_SECONDS,
     SessionStore,
     open_store,
 )
@@ -64,10 +74,14 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "ENVELOPE_VERSION",
     "MAX_BATCH_SIZE",
+    "MAX_DEADLINE_MS",
     "MAX_EVENT_ID_LENGTH",
     "MAX_RECORD_BYTES",
+    "MAX_RECORD_DEPTH",
+    "MAX_RECORD_ITEMS",
     "MAX_SESSION_ID_LENGTH",
     "MAX_STREAM_ID_LENGTH",
+    "MAX_TTL_SECONDS",
     "BackendError",
     "BackendInfo",
     "BackendLoadError",
@@ -100,6 +114,7 @@ __all__ = [
     "TransferError",
     "TransportType",
     "UnknownBackendError",
+    "WrongEventLoopError",
     "__version__",
     "decode_session",
     "encode_session",

@@ -40,7 +40,7 @@ import click
 from .benchmark import BenchmarkReport, run_benchmark
 from .capabilities import Capability
 from .codec import decode_session
-from .errors import SessionNotFoundError, SessionStoreError
+from .errors import CorruptRecordError, SessionNotFoundError, SessionStoreError
 from .models import Session, SessionStatus, TransportType
 from .plugins import installed_backends, load_backend_factory
 from .store import SessionStore, open_store
@@ -177,7 +177,7 @@ def _parse_options(
             raise click.BadParameter("each option must be KEY=VALUE, KEY a Python identifier")
         try:
             options[key] = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
             options[key] = raw
     return options
 
@@ -318,6 +318,38 @@ def _event_text(data: bytes | None, full: bool) -> str:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+LISTED_UNREADABLE = 20
+"""Unreadable ids the failure at the end of a listing names (each was named on stderr when met)."""
+
+
+class _Unreadable:
+    """The ``on_corrupt`` of a listing that goes on past records that cannot be decoded: each
+    one is named on stderr when it is met (and, for ``--json``, on stdout as
+    ``{"corrupt": {"id": ..., "reason": ...}}``, a line without a top-level ``id``, so a
+    pipeline picking ``.id`` never acts on it); :meth:`failure` is the error at the end."""
+
+    def __init__(self, *, as_json: bool = False) -> None:
+        self.ids: list[str] = []
+        self._as_json = as_json
+        self._prog = click.get_current_context().find_root().info_name or "sessionstore"
+
+    def __call__(self, error: CorruptRecordError) -> None:
+        self.ids.append(error.session_id)
+        click.echo(f"{self._prog}: skipped: {_one_line(str(error))}", err=True)
+        if self._as_json:
+            shown = {"id": error.session_id, "reason": _one_line(error.reason)}
+            click.echo(json.dumps({"corrupt": shown}))
+
+    def failure(self, outcome: str) -> CommandFailed:
+        listed = ", ".join(repr(i) for i in self.ids[:LISTED_UNREADABLE])
+        more = ", ..." if len(self.ids) > LISTED_UNREADABLE else ""
+        were = "was" if len(self.ids) == 1 else "were"
+        return CommandFailed(
+            f"{_plural(len(self.ids), 'stored record')} could not be read and {were} skipped: "
+            f"{listed}{more}; {outcome}"
+        )
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -513,6 +545,10 @@ def ls(
     """List the live sessions, in the store's paging order, a page at a time.
 
     With --json, one JSON object per line (JSON Lines): the session's fields and version.
+
+    A stored record that cannot be decoded is skipped and named on stderr (with --json also as a
+    line {"corrupt": {"id": ..., "reason": ...}}); the listing goes on, and the command fails at
+    the end naming every skipped id.
     """
 
     def wanted(session: Session) -> bool:
@@ -524,6 +560,8 @@ def ls(
             and (newer_than is None or moment > newer_than)
         )
 
+    unreadable = _Unreadable(as_json=as_json)
+
     async def run() -> None:
         async with _open(store_url, namespace, options) as store:
             if not as_json:
@@ -532,7 +570,9 @@ def ls(
                     f"{'CREATED':<20}  LAST ACTIVITY"
                 )
             shown = 0
-            listing = cast("AsyncGenerator[Session, None]", store.iter_sessions())
+            listing = cast(
+                "AsyncGenerator[Session, None]", store.iter_sessions(on_corrupt=unreadable)
+            )
             async with contextlib.aclosing(listing) as sessions:
                 async for session in sessions:
                     if not wanted(session):
@@ -550,6 +590,8 @@ def ls(
                         break
 
     _run(run())
+    if unreadable.ids:
+        raise unreadable.failure("the readable sessions were listed")
 
 
 @cli.command(
@@ -726,13 +768,19 @@ def export(
     line per session (version, deadline, incarnation, payload, last event id, every stream's
     events), and an end line counting them, so a truncated file is refused by import. A FILE is
     written under a temporary name and renamed when complete.
+
+    A stored record that cannot be decoded is left out and named on stderr; the export goes on,
+    and the command fails at the end naming every record left out.
     """
+    unreadable = _Unreadable()
 
     async def run(out: TextIO) -> int:
         async with _open(store_url, namespace, options) as store:
             total = await store.count_sessions()
             with _progress_bar("exporting", total, progress) as bar:
-                return await export_store(store, out, source=store_url or "", progress=bar)
+                return await export_store(
+                    store, out, source=store_url or "", progress=bar, on_corrupt=unreadable
+                )
 
     if file == "-":
         exported = _run(run(sys.stdout))
@@ -748,6 +796,8 @@ def export(
             partial.unlink(missing_ok=True)
         where = file
     click.echo(f"exported {_plural(exported, 'session')} to {where}", err=True)
+    if unreadable.ids:
+        raise unreadable.failure(f"{where} holds the other {_plural(exported, 'session')}")
 
 
 def _counts_text(counts: TransferCounts) -> str:
@@ -985,20 +1035,29 @@ _SECTION = re.compile(r"\s*# -- (.+?) -+\s*$")
 _TEST_DEF = re.compile(r"\s*def (test_\w+)\(")
 
 
+_THEME = re.compile(r'\s*"""([A-Z][\w ]+):')
+
+
 def _contract_sections(package_dir: Path) -> dict[str, str]:
-    """Each contract test's guarantee, from the ``# -- N. name ---`` headings of the suite's
-    source (read, not imported); ``{}`` when it cannot be read."""
-    try:
-        source = (package_dir / "suite.py").read_text(encoding="utf-8")
-    except OSError:
-        return {}
+    """Each contract test's guarantee, from the suite's source (read, not imported): the
+    ``# -- N. name ---`` headings of ``suite.py``, and for the suite's other parts the theme
+    their module docstring opens with (``Limits: ...``); ``{}`` when nothing can be read."""
     sections: dict[str, str] = {}
-    heading = "other"
-    for line in source.splitlines():
-        if match := _SECTION.match(line):
-            heading = match[1]
-        elif match := _TEST_DEF.match(line):
-            sections[match[1]] = heading
+    for path in sorted(package_dir.glob("*.py")):
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if path.name == "suite.py":
+            heading = "other"
+        else:
+            theme = _THEME.match(source)
+            heading = theme[1].lower() if theme else "other"
+        for line in source.splitlines():
+            if path.name == "suite.py" and (match := _SECTION.match(line)):
+                heading = match[1]
+            elif match := _TEST_DEF.match(line):
+                sections[match[1]] = heading
     return sections
 
 

@@ -16,10 +16,16 @@ Decoding is defensive: payloads longer than :data:`MAX_RECORD_BYTES` are refused
 msgpack's own limits bound every string, array and map by the payload's length, extension types are
 refused (except msgpack's own timestamp, which a newer release's unknown field may hold and which
 is written back unchanged), and anything malformed raises ``CorruptRecordError`` naming the id.
+
+Bytes alone do not bound what a record costs: a 16 MiB payload of one-byte empty lists decodes
+into 16 million Python objects (over a GiB). So a record also holds at most
+:data:`MAX_RECORD_ITEMS` values in its lists and maps, counted while it is parsed, and nests them
+at most :data:`MAX_RECORD_DEPTH` deep; encoding refuses what decoding would refuse.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,16 +33,43 @@ import msgpack
 from pydantic import ValidationError
 
 from .errors import CorruptRecordError, InvalidSessionError
-from .models import Session, check_json_value, validate_session_id
+from .models import (
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_ITEMS,
+    Session,
+    check_json_value,
+    validate_session_id,
+)
 from .records import SessionRecord
 
-__all__ = ["ENVELOPE_VERSION", "MAX_RECORD_BYTES", "decode_session", "encode_session"]
+__all__ = [
+    "ENVELOPE_VERSION",
+    "MAX_RECORD_BYTES",
+    "MAX_RECORD_DEPTH",
+    "MAX_RECORD_ITEMS",
+    "decode_session",
+    "encode_session",
+]
 
 ENVELOPE_VERSION = 1
 """The envelope layout this release writes, and the newest it reads."""
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 """Largest payload written or read (16 MiB). Sessions are meant to be small."""
+
+MAX_RECORD_ITEMS = 2 * MAX_METADATA_ITEMS
+"""Most values a record's lists and maps hold, at every level, the envelope's own included: every
+array item and every map entry counts once (200,000). Room for metadata at its own limit
+(:data:`~sessionstore.models.MAX_METADATA_ITEMS`) and for the fields of a newer release. A record
+over it is refused as soon as parsing passes the count, so decoding one costs at most a few
+dozen MiB of memory and tens of milliseconds whatever it holds."""
+
+MAX_RECORD_DEPTH = 64
+"""Deepest nesting of lists and maps in a record, the envelope's array and its map of fields
+counting as the first two levels. Metadata reaches at most
+``2 + MAX_METADATA_DEPTH`` levels; the rest is room for the fields of a newer release."""
+
+assert MAX_RECORD_DEPTH >= 2 + MAX_METADATA_DEPTH  # whatever encode writes, decode reads
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -87,6 +120,11 @@ def encode_session(session: Session) -> bytes:
         unknown = (session.__pydantic_private__ or {}).get("_unknown_fields")
         if unknown:
             fields = {**unknown, **fields}
+            # Metadata alone stays within bounds (check_json_value); with a newer release's
+            # fields beside it the record might not, and then no reader could decode it.
+            problem = _shape_problem([ENVELOPE_VERSION, fields], MAX_RECORD_DEPTH)
+            if problem is not None:
+                raise InvalidSessionError(f"session {session.id!r} {problem}")
         payload: bytes = msgpack.packb([ENVELOPE_VERSION, fields], use_bin_type=True)
     except (AttributeError, TypeError, ValueError, OverflowError) as exc:
         # Only reachable when validation was bypassed, e.g. model_copy(update=...) with raw values.
@@ -106,6 +144,80 @@ def _refuse_ext(code: int, data: bytes) -> object:
     raise ValueError(f"msgpack extension type {code} is not part of the envelope")
 
 
+class _TooManyValues(Exception):
+    """Parsing went past :data:`MAX_RECORD_ITEMS` values."""
+
+
+_TOO_MANY = f"holds more than {MAX_RECORD_ITEMS} values in lists and maps (MAX_RECORD_ITEMS)"
+_TOO_DEEP = f"nests lists and maps deeper than {MAX_RECORD_DEPTH} levels (MAX_RECORD_DEPTH)"
+
+
+def _unpack(payload: bytes) -> Any:
+    """The envelope in ``payload``, parsed within :data:`MAX_RECORD_ITEMS`.
+
+    Every value takes at least one byte, so a payload of at most ``MAX_RECORD_ITEMS`` bytes cannot
+    hold more and parses as it is. A longer one is parsed with each array and map at most that
+    long (msgpack allocates a container's slots from its header, before its contents arrive) and
+    with every container's length counted as soon as it is built; :class:`_TooManyValues` stops
+    the parse once the count passes the limit.
+    """
+    if len(payload) <= MAX_RECORD_ITEMS:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    budget = MAX_RECORD_ITEMS
+
+    def counted(container: Any) -> Any:
+        nonlocal budget
+        budget -= len(container)
+        if budget < 0:
+            raise _TooManyValues
+        return container
+
+    try:
+        return msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+            max_array_len=MAX_RECORD_ITEMS,
+            max_map_len=MAX_RECORD_ITEMS,
+            list_hook=counted,
+            object_hook=counted,
+        )
+    except ValueError as exc:
+        # msgpack refuses a header over max_array_len or max_map_len with a ValueError saying so.
+        if "max_array_len" in str(exc) or "max_map_len" in str(exc):
+            raise _TooManyValues from None
+        raise
+
+
+def _shape_problem(value: object, levels: int, budget: list[int] | None = None) -> str | None:
+    """Why ``value`` is out of the record's bounds, or ``None``.
+
+    ``levels`` is how many levels of lists and maps it may still nest (the record's whole depth
+    for the envelope itself); ``budget[0]`` how many more values it may hold, spent as the walk
+    goes (:data:`MAX_RECORD_ITEMS` when not given). Stops at the first problem.
+    """
+    if budget is None:
+        budget = [MAX_RECORD_ITEMS]
+    children: Iterable[object]
+    if type(value) is dict:
+        children = value.values()
+    elif type(value) is list:
+        children = value
+    else:
+        return None
+    if levels == 0:
+        return _TOO_DEEP
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        return _TOO_MANY
+    for child in children:
+        problem = _shape_problem(child, levels - 1, budget)
+        if problem is not None:
+            return problem
+    return None
+
+
 def decode_session(record: SessionRecord) -> Session:
     """Return the :class:`Session` stored in ``record``, with ``version`` taken from the record.
 
@@ -121,7 +233,9 @@ def decode_session(record: SessionRecord) -> Session:
             session_id, f"payload of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}"
         )
     try:
-        envelope = msgpack.unpackb(payload, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+        envelope = _unpack(payload)
+    except _TooManyValues:
+        raise CorruptRecordError(session_id, _TOO_MANY) from None
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise CorruptRecordError(session_id, f"not a msgpack envelope ({exc})") from None
     if type(envelope) is not list or len(envelope) != 2:
@@ -142,6 +256,11 @@ def decode_session(record: SessionRecord) -> Session:
     unknown = None
     if len(fields) > len(_KNOWN_FIELDS) or not _KNOWN_FIELDS.issuperset(fields):
         unknown = {k: fields.pop(k) for k in list(fields) if k not in _KNOWN_FIELDS}
+        # Nothing below validates a newer release's fields: bound their nesting here (the map
+        # of them stands for the map of fields, the record's second level).
+        problem = _shape_problem(unknown, MAX_RECORD_DEPTH - 1)
+        if problem is not None:
+            raise CorruptRecordError(session_id, problem)
     fields["version"] = record.version
     try:
         session = Session.model_validate(fields)

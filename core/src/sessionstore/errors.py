@@ -16,6 +16,8 @@ The tree::
     ├── StoreFullError                a bounded backend is full; nothing was dropped to make room
     ├── StoreUnavailableError         the backend cannot be reached, or timed out
     ├── StoreClosedError              the store was used after ``aclose()``
+    ├── WrongEventLoopError           the store was used from another event loop or thread than
+    │                                 the one it is bound to (also a RuntimeError)
     ├── BackendError                  a backend broke its contract (raised something unexpected)
     ├── TransferError                 moving sessions failed outside any store operation
     │   └── ExportFormatError         an export file is malformed, cut short or too new
@@ -49,6 +51,7 @@ __all__ = [
     "StoreUnavailableError",
     "TransferError",
     "UnknownBackendError",
+    "WrongEventLoopError",
 ]
 
 
@@ -169,21 +172,34 @@ class StoreClosedError(SessionStoreError):
     """The store was used after ``aclose()``."""
 
 
+class WrongEventLoopError(SessionStoreError, RuntimeError):
+    """The store was used from another event loop (or thread) than the one it is bound to.
+
+    A store, with its connections, belongs to the event loop of its first call; calls from any
+    other loop are refused before the backend sees them, since the backend's connections and
+    transactions cannot be shared between threads or loops. Open one store per thread or event
+    loop (``asyncio.run()`` starts a new loop each time).
+    """
+
+
 class BackendError(SessionStoreError):
     """A backend broke its contract: one of its hooks raised something other than these errors.
 
-    ``backend`` and ``hook`` name where it happened; the original exception is ``__cause__``.
+    ``backend`` and ``hook`` name where it happened; the original exception is ``__cause__``,
+    unless its message was withheld (``detail``, said instead of the error's own message).
     """
 
-    def __init__(self, backend: str, hook: str, error: BaseException) -> None:
+    def __init__(
+        self, backend: str, hook: str, error: BaseException, *, detail: str | None = None
+    ) -> None:
         self.backend = backend
         self.hook = hook
         # A driver's message may quote its URL: never repeat a password from it.
         from .urls import redact_text
 
+        said = redact_text(str(error)) if detail is None else detail
         super().__init__(
-            f"backend {backend!r} failed in hook {hook!r}: {type(error).__name__}: "
-            f"{redact_text(str(error))}"
+            f"backend {backend!r} failed in hook {hook!r}: {type(error).__name__}: {said}"
         )
 
 

@@ -54,6 +54,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 
 import pluggy
 
+from .errors import CorruptRecordError
 from .records import Event, SessionDump, SessionRecord
 
 __all__ = ["OPTIONAL_HOOKS", "PROJECT_NAME", "SYNC_HOOKS", "hookimpl", "hookspec"]
@@ -123,7 +124,7 @@ def session_update(record: SessionRecord, now_ms: int) -> Awaitable[None]:  # ty
 @hookspec(firstresult=True)
 def session_update_many(records: Sequence[SessionRecord], now_ms: int) -> Awaitable[None]:  # type: ignore[empty-body]
     """Compare-and-set every record at once, all or nothing (distinct ids); each written record
-    replaces payload, version and deadline as :func:`session_update` does.
+    replaces payload, version and deadline as ``session_update`` does.
 
     If any id has no live session raise :class:`~sessionstore.SessionNotFoundError` naming every
     missing id; else if any stored version is not ``record.version - 1`` or its incarnation differs
@@ -147,13 +148,21 @@ def session_count(now_ms: int) -> Awaitable[int]:  # type: ignore[empty-body]
 @hookspec(firstresult=True)
 def session_page(  # type: ignore[empty-body]
     cursor: str | None, limit: int, now_ms: int
-) -> Awaitable[tuple[Sequence[SessionRecord], str | None]]:
+) -> Awaitable[tuple[Sequence[SessionRecord | CorruptRecordError], str | None]]:
     """Return up to ``limit`` live records after ``cursor`` and the cursor of the next page.
 
     ``cursor`` is ``None`` for the first page and otherwise a value this hook returned; the next
-    cursor is ``None`` when there are no more pages. Paging through from ``None`` to the end yields
-    every session that stayed live throughout exactly once, in bounded memory (ordering by id is
-    the usual way).
+    cursor is ``None`` once there are no more pages (a backend that cannot tell whether a full
+    page was the last may return a cursor there, and then an empty page with ``None``). Paging
+    through from ``None`` to the end yields every session that stayed live throughout exactly
+    once, in bounded memory (ordering by id is the usual way).
+
+    A record whose stored form the backend cannot read (a damaged or foreign value, so that not
+    even its version or deadline is known) goes in the page, in its place, as a
+    :class:`~sessionstore.CorruptRecordError` naming its id: raised, it would end every listing
+    there, and the caller could not page past it. The core raises it, or hands it to the
+    listing's ``on_corrupt``. A record whose payload alone is damaged is returned as it is: the
+    core finds that out when it decodes it.
     """
 
 

@@ -27,6 +27,7 @@ from .errors import InvalidSessionError
 
 __all__ = [
     "MAX_METADATA_DEPTH",
+    "MAX_METADATA_ITEMS",
     "MAX_SESSION_ID_LENGTH",
     "ResponseMode",
     "Session",
@@ -42,6 +43,11 @@ MAX_SESSION_ID_LENGTH = 255
 
 MAX_METADATA_DEPTH = 32
 """Deepest nesting of lists and objects accepted in ``Session.metadata``."""
+
+MAX_METADATA_ITEMS = 100_000
+"""Most values accepted in ``Session.metadata``: every list item and every object entry, at every
+level, counts once (``{"a": [1, 2]}`` holds 3). With :data:`MAX_METADATA_DEPTH` it bounds what a
+session costs in memory and time to validate, encode and decode, whatever its size in bytes."""
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1  # msgpack's integer range: what every backend can store exactly
@@ -114,10 +120,18 @@ def check_json_value(value: object, *, where: str = "metadata") -> None:
     """Raise :class:`InvalidSessionError` unless ``value`` is plain JSON data every backend keeps.
 
     Accepted: ``None``, ``bool``, ``int`` in [-2**63, 2**64-1], finite ``float``, ``str``,
-    ``list`` and ``dict`` with ``str`` keys, nested at most :data:`MAX_METADATA_DEPTH` deep.
-    ``where`` names the place in the message (``metadata['a'][0]``).
+    ``list`` and ``dict`` with ``str`` keys, nested at most :data:`MAX_METADATA_DEPTH` deep and
+    holding at most :data:`MAX_METADATA_ITEMS` values in all. ``where`` names the place in the
+    message (``metadata['a'][0]``). A value over the count is refused as soon as the count is
+    passed, without walking the rest.
     """
-    problem = _json_problem(value, 0)
+    try:
+        problem = _json_problem(value, 0, [MAX_METADATA_ITEMS])
+    except _TooManyValues:
+        raise InvalidSessionError(
+            f"{where} holds more than {MAX_METADATA_ITEMS} values in lists and objects "
+            "(MAX_METADATA_ITEMS)"
+        ) from None
     if problem is not None:
         steps, message = problem
         raise InvalidSessionError(f"{where}{''.join(reversed(steps))} {message}")
@@ -126,10 +140,17 @@ def check_json_value(value: object, *, where: str = "metadata") -> None:
 _Problem = tuple[list[str], str]
 
 
-def _json_problem(value: object, depth: int) -> _Problem | None:
+class _TooManyValues(Exception):
+    """The walk of :func:`_json_problem` went past its budget of values."""
+
+
+def _json_problem(value: object, depth: int, budget: list[int]) -> _Problem | None:
     """The first non-JSON part of ``value``: (path steps, innermost first; what is wrong).
 
-    The path is built only on the way out of a failure: this runs on every write.
+    ``budget[0]`` is how many more list items and object entries may be met; each container
+    takes its length from it before its contents are looked at, and :class:`_TooManyValues` is
+    raised once it is spent. The path is built only on the way out of a failure: this runs on
+    every write.
     """
     kind = type(value)
     if kind is str or kind is bool or value is None:
@@ -145,12 +166,15 @@ def _json_problem(value: object, depth: int) -> _Problem | None:
     if depth >= MAX_METADATA_DEPTH:
         return [], f"nests deeper than {MAX_METADATA_DEPTH} levels"
     if kind is dict or kind is list:
+        budget[0] -= len(value)  # type: ignore[arg-type]
+        if budget[0] < 0:
+            raise _TooManyValues
         pairs = value.items() if kind is dict else enumerate(value)  # type: ignore[attr-defined,arg-type]
         for key, item in pairs:
             if kind is dict and type(key) is not str:
                 return [], f"has a key {key!r} that is not a str"
             if type(item) is not str:
-                problem = _json_problem(item, depth + 1)
+                problem = _json_problem(item, depth + 1, budget)
                 if problem is not None:
                     problem[0].append(f"[{key!r}]")
                     return problem

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import random
 import re
+import threading
 import time
+import weakref
+from asyncio import AbstractEventLoop, get_running_loop
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from math import inf
+from threading import get_ident
 from types import CoroutineType, TracebackType
 from typing import Any
 
@@ -23,10 +28,12 @@ from .errors import (
     BackendError,
     ConfigurationError,
     ConflictError,
+    CorruptRecordError,
     InvalidSessionError,
     SessionNotFoundError,
     SessionStoreError,
     StoreClosedError,
+    WrongEventLoopError,
 )
 from .fallback import FallbackMiddleware, check_fallback_options
 from .models import Session, validate_session_id
@@ -42,6 +49,8 @@ from .urls import backend_name_of, redact_url
 
 __all__ = [
     "MAX_BATCH_SIZE",
+    "MAX_DEADLINE_MS",
+    "MAX_TTL_SECONDS",
     "MAX_EVENT_ID_LENGTH",
     "MAX_STREAM_ID_LENGTH",
     "SessionStore",
@@ -54,11 +63,49 @@ MAX_STREAM_ID_LENGTH = 1024
 MAX_EVENT_ID_LENGTH = 1024
 """The longest event id (printable characters) ``store_last_event_id`` and
 ``replay_events_after`` take."""
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
+"""The longest ``ttl`` ``open_store`` takes: every deadline (now + ttl, in Unix milliseconds) then
+stays far below 2**53, which every backend holds exactly (Redis scripts compare them as doubles)."""
+MAX_DEADLINE_MS = 2**53 - 1
+"""The latest deadline a dump given to ``load_session`` may carry."""
 MAX_BATCH_SIZE = 10_000
 """The most sessions one ``update_sessions_batch`` writes, and the most ids one
 ``session_get_many`` hook call is given (the facade splits a longer ``get_sessions_batch``)."""
 
+_binding = threading.Lock()
+"""Taken only when a store binds to a loop, or refuses one (see SessionStore._bind)."""
+
+
+class _Unbound:
+    """The loop of a store not used yet: never running, so its first call binds it."""
+
+    def is_running(self) -> bool:
+        return False
+
+    def is_closed(self) -> bool:
+        return False
+
+
+_UNBOUND = _Unbound()
+
+_bound_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()
+"""Every store bound to a loop (see _after_fork_in_child)."""
+
+
+def _after_fork_in_child() -> None:
+    # The child's thread has the parent's thread id and its copy of the parent's loop still looks
+    # running, so the quick check would pass: send the next call of every inherited store through
+    # SessionStore._bind, where get_running_loop() (which checks the process id) refuses it.
+    for store in list(_bound_stores):
+        store._loop_thread_id = 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 ModifyFunction = Callable[[Session], "Awaitable[Session | None] | Session | None"]
+CorruptHandler = Callable[[CorruptRecordError], object]
+"""What ``on_corrupt`` of the listings takes: called with the error of each record that cannot be
+decoded, after which the listing goes on."""
 
 
 def open_store(
@@ -174,6 +221,11 @@ def _ttl_ms(ttl: float | timedelta | None) -> int | None:
         raise ConfigurationError(
             f"ttl must be a positive number of seconds or a timedelta, not {ttl!r}"
         )
+    if seconds > MAX_TTL_SECONDS:
+        raise ConfigurationError(
+            f"ttl of {seconds:g} s exceeds MAX_TTL_SECONDS ({MAX_TTL_SECONDS}, 100 years); "
+            "use ttl=None for sessions that never expire"
+        )
     return max(1, round(seconds * 1000))
 
 
@@ -203,7 +255,14 @@ def _build_backend(
     except SessionStoreError:
         raise
     except Exception as exc:
-        raise BackendError(name, "factory", exc) from exc
+        if redact_url(spec) == spec:  # no userinfo: nothing to hide
+            raise BackendError(name, "factory", exc) from exc
+        # The factory had the raw spec, and its message may quote any piece of the password
+        # (urlsplit's do: "Port could not be cast to integer value as 'Zq9x'"), so neither the
+        # message nor the exception (a traceback would print it) goes on.
+        raise BackendError(
+            name, "factory", exc, detail="message withheld: it may quote the URL's password"
+        ) from None
 
 
 class SessionStore:
@@ -211,7 +270,12 @@ class SessionStore:
 
     Every method validates its arguments before the backend sees them and raises only
     :mod:`sessionstore.errors` classes (plus ``ValueError`` from a :class:`Session` field).
-    Safe to share between the tasks of one event loop.
+
+    Safe to share between the tasks of one event loop, and bound to it: the first call binds the
+    store to the running event loop, and a call from any other loop (another thread's, or a
+    second ``asyncio.run()``) raises :class:`WrongEventLoopError` before the backend sees it.
+    Open one store per thread or event loop. Once its loop is closed, a store can still be
+    closed from another loop (``aclose()`` only), to release what it holds.
     """
 
     def __init__(
@@ -245,6 +309,11 @@ class SessionStore:
         self._modify_attempts = modify_attempts
         self._fallback = fallback
         self._closed = False
+        # The event loop the store is bound to, and the thread running it: see _bind.
+        self._loop: AbstractEventLoop | _Unbound = _UNBOUND
+        self._loop_thread_id = 0  # no thread has ident 0
+        self._loop_thread = ""
+        self._loop_pid = 0
 
     # -- description -------------------------------------------------------------------------
 
@@ -300,9 +369,17 @@ class SessionStore:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the backend. Idempotent; any later call raises :class:`StoreClosedError`."""
+        """Close the backend. Idempotent; any later call raises :class:`StoreClosedError`.
+
+        Raises :class:`WrongEventLoopError` (and leaves the store open) from another event loop
+        than the store's while that loop is not closed yet.
+        """
         if self._closed:
             return
+        loop = self._loop
+        # Once its loop is closed, only closing is left to do, from anywhere.
+        if (get_ident() != self._loop_thread_id or not loop.is_running()) and not loop.is_closed():
+            self._bind()
         self._closed = True
         hooks, self._hooks = self._hooks, _ClosedHooks(self._spec)  # type: ignore[assignment]
         try:
@@ -319,6 +396,8 @@ class SessionStore:
 
         The hot operations (create, get, update) inline this: it costs a coroutine.
         """
+        if get_ident() != self._loop_thread_id or not self._loop.is_running():
+            self._bind()
         try:
             outcome = getattr(self._hooks, hook)(*args)
             return await outcome if type(outcome) is CoroutineType else outcome
@@ -326,6 +405,44 @@ class SessionStore:
             raise
         except Exception as exc:
             raise self._failure(hook, exc) from exc
+
+    def _bind(self) -> None:
+        """Bind the store to the running event loop on its first call; refuse any other loop.
+
+        Threads cannot share one store: its backend's connection, transactions and (on Redis)
+        sockets belong to one loop, and sharing them lost acknowledged writes silently.
+
+        Every call first runs ``get_ident() != self._loop_thread_id or not
+        self._loop.is_running()`` and comes here only when it is true: on the first call, from
+        another thread, or once the bound loop stopped (a thread runs one loop at a time, so a
+        call in the loop's thread while it runs is a call in that loop). That costs a third of
+        ``get_running_loop() is not self._loop``, which makes a ``getpid()`` system call on
+        Python 3.11; here, where it is rare, ``get_running_loop()`` decides.
+        """
+        if self._closed:  # whichever loop it comes from, that is what the caller must know
+            raise StoreClosedError(f"store {self._spec} is closed")
+        loop = get_running_loop()
+        with _binding:  # two threads making a first call at once: one of them binds
+            bound = self._loop
+            if bound is _UNBOUND or bound is loop:  # first call, or the loop changed threads
+                self._loop = loop
+                self._loop_thread_id = get_ident()
+                self._loop_thread = threading.current_thread().name
+                self._loop_pid = os.getpid()
+                _bound_stores.add(self)
+                return
+        here = threading.current_thread().name
+        if os.getpid() != self._loop_pid:
+            where = f" in process {os.getpid()}, forked from process {self._loop_pid}"
+        else:
+            where = "" if here == self._loop_thread else f" in thread {here!r}"
+        closed = " (that loop is closed now)" if bound.is_closed() else ""
+        raise WrongEventLoopError(
+            f"store {self._spec} (namespace {self._namespace!r}) is bound to the event loop of "
+            f"its first call, in thread {self._loop_thread!r}{closed}, and was used from another "
+            f"event loop{where}. A store and its connections belong to one event loop: open one "
+            "store per thread or event loop (asyncio.run() starts a new loop each time)"
+        )
 
     def _checked_count(self, hook: str, value: object) -> int:
         if type(value) is int and value >= 0:
@@ -351,6 +468,8 @@ class SessionStore:
         Raises :class:`SessionExistsError` if a live session has its id. ``session`` itself is
         updated (its ``version``) and returned.
         """
+        if get_ident() != self._loop_thread_id or not self._loop.is_running():  # see _bind
+            self._bind()
         payload = encode_session(session)  # first: it also checks that this is a Session
         now = int(self._clock() * 1000)  # _now_ms and _deadline inlined: every write runs this
         ttl = self._ttl_ms
@@ -379,6 +498,8 @@ class SessionStore:
         Raises :class:`SessionNotFoundError` if it does not exist or has expired, and
         :class:`CorruptRecordError` if its stored record cannot be decoded.
         """
+        if get_ident() != self._loop_thread_id or not self._loop.is_running():
+            self._bind()
         validate_session_id(session_id)
         try:
             record = self._hooks.session_get(session_id, int(self._clock() * 1000))
@@ -399,6 +520,8 @@ class SessionStore:
         :class:`ConflictError` if another writer got there first (re-read and retry, or use
         :meth:`modify_session`) and :class:`SessionNotFoundError` if it no longer exists.
         """
+        if get_ident() != self._loop_thread_id or not self._loop.is_running():
+            self._bind()
         payload = encode_session(session)  # first: it also checks that this is a Session
         now = int(self._clock() * 1000)
         ttl = self._ttl_ms
@@ -434,10 +557,18 @@ class SessionStore:
             "session_count", await self._call("session_count", self._now_ms())
         )
 
-    async def iter_sessions(self) -> AsyncIterator[Session]:
+    async def iter_sessions(
+        self, *, on_corrupt: CorruptHandler | None = None
+    ) -> AsyncIterator[Session]:
         """Yield every live session once, fetching ``page_size`` at a time (bounded memory).
 
         Sessions created or deleted during the iteration may or may not be seen.
+
+        A stored record that cannot be decoded raises :class:`CorruptRecordError` naming it, which
+        ends the iteration. To go on past such records, pass ``on_corrupt``: it is called with the
+        :class:`CorruptRecordError` of each one (``.session_id``, ``.reason``) and the iteration
+        continues with the next record; ``on_corrupt=skipped.append`` collects them. To stop after
+        all, raise from it.
         """
         cursor: str | None = None
         while True:
@@ -445,13 +576,23 @@ class SessionStore:
                 "session_page", cursor, self._page_size, self._now_ms()
             )
             for record in records:
-                yield decode_session(record)
+                try:
+                    if isinstance(record, CorruptRecordError):  # see the session_page hookspec
+                        raise record
+                    session = decode_session(record)
+                except CorruptRecordError as error:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(error)
+                    continue
+                yield session
             if cursor is None:
                 return
 
-    async def list_sessions(self) -> list[Session]:
-        """Return every live session (see :meth:`iter_sessions` for large stores)."""
-        return [session async for session in self.iter_sessions()]
+    async def list_sessions(self, *, on_corrupt: CorruptHandler | None = None) -> list[Session]:
+        """Return every live session (see :meth:`iter_sessions` for large stores, and for
+        ``on_corrupt``, which goes on past records that cannot be decoded)."""
+        return [session async for session in self.iter_sessions(on_corrupt=on_corrupt)]
 
     async def get_sessions_batch(self, session_ids: Sequence[str]) -> list[Session]:
         """Return the live sessions among ``session_ids``, in request order, missing ones skipped.
@@ -648,11 +789,17 @@ class SessionStore:
             raise SessionNotFoundError(session_id)
         return _checked_dump(dump)
 
-    async def iter_dumps(self) -> AsyncIterator[SessionDump]:
+    async def iter_dumps(
+        self, *, on_corrupt: CorruptHandler | None = None
+    ) -> AsyncIterator[SessionDump]:
         """Yield the dump of every live session once, ``page_size`` at a time (bounded memory).
 
         The order is the backend's paging order (by id within each backend's pages). A session
         deleted or expired between its page and its dump is skipped.
+
+        Every dump's payload is checked to decode, so that what is yielded can be loaded again:
+        one that does not raises :class:`CorruptRecordError`, unless ``on_corrupt`` is given, which
+        then gets the error and the iteration goes on (see :meth:`iter_sessions`).
         """
         cursor: str | None = None
         while True:
@@ -660,9 +807,20 @@ class SessionStore:
                 "session_page", cursor, self._page_size, self._now_ms()
             )
             for record in records:
-                dump = await self._call("session_dump", record.id, self._now_ms())
-                if dump is not None:
-                    yield _checked_dump(dump)
+                try:
+                    if isinstance(record, CorruptRecordError):  # see the session_page hookspec
+                        raise record
+                    found = await self._call("session_dump", record.id, self._now_ms())
+                    if found is None:
+                        continue
+                    dump = _checked_dump(found)
+                    decode_session(dump.record)
+                except CorruptRecordError as error:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(error)
+                    continue
+                yield dump
             if cursor is None:
                 return
 
@@ -713,7 +871,11 @@ def _checked_dump(dump: object, *, strict: bool = False) -> SessionDump:
             what
             for what, bad in (
                 ("version", type(version) is not int or not 1 <= version <= _MAX_VERSION + 1),
-                ("deadline_ms", deadline is not None and type(deadline) is not int),
+                (
+                    "deadline_ms",
+                    deadline is not None
+                    and (type(deadline) is not int or not 0 <= deadline <= MAX_DEADLINE_MS),
+                ),
                 ("payload", type(payload) is not bytes),
                 ("incarnation", type(incarnation) is not int or not 0 <= incarnation < 2**63),
             )

@@ -42,10 +42,16 @@ from typing import Any, TextIO
 
 from ._tasks import cancel_and_wait
 from .codec import decode_session
-from .errors import ExportFormatError, SessionNotFoundError, SessionStoreError, TransferError
+from .errors import (
+    CorruptRecordError,
+    ExportFormatError,
+    SessionNotFoundError,
+    SessionStoreError,
+    TransferError,
+)
 from .models import validate_session_id
 from .records import SessionDump, new_record
-from .store import SessionStore
+from .store import CorruptHandler, SessionStore
 from .urls import redact_url
 
 __all__ = [
@@ -189,13 +195,29 @@ async def export_store(
     *,
     source: str,
     progress: ProgressCallback | None = None,
+    on_corrupt: CorruptHandler | None = None,
 ) -> int:
     """Write every live session of ``store`` to ``out`` in the export format; return how many.
 
     ``source`` is the store's spec, written to the header with any password redacted. Sessions
     are read a page at a time (bounded memory); ones created or deleted during the export may or
     may not be in it, and each one that is was read whole at one moment.
+
+    A stored record that cannot be decoded raises :class:`~sessionstore.CorruptRecordError` (the
+    file is then incomplete: it has no end line); with ``on_corrupt``, it is left out of the file,
+    handed to ``on_corrupt`` and counted by ``progress``, and the export goes on (see
+    :meth:`SessionStore.iter_dumps`).
     """
+    skip = on_corrupt
+    if on_corrupt is not None and progress is not None:
+        report, tick = on_corrupt, progress
+
+        def counted(error: CorruptRecordError) -> None:
+            tick(1)  # a bar sized by count_sessions still ends full
+            report(error)
+
+        skip = counted
+
     header = {
         "type": "header",
         "format": EXPORT_FORMAT,
@@ -207,7 +229,7 @@ async def export_store(
     }
     out.write(_line(header))
     count = 0
-    async for dump in store.iter_dumps():
+    async for dump in store.iter_dumps(on_corrupt=skip):
         out.write(_line(dump_to_json(dump)))
         count += 1
         if progress is not None:
@@ -240,6 +262,10 @@ class ExportReader:
                 continue
             try:
                 obj = json.loads(line)
+            except RecursionError:  # the parser recurses once per level: a hostile file
+                raise self._error(
+                    number, "nests lists or objects too deeply to be read (a damaged file?)"
+                ) from None
             except ValueError:
                 if not line.endswith("\n"):  # the last line, and it stops in the middle
                     raise ExportFormatError(
@@ -569,7 +595,7 @@ class MigrationCheckpoint:
         try:
             saved = json.loads(text)
             ok = saved.get("format") == CHECKPOINT_FORMAT and isinstance(saved["last_id"], str)
-        except (ValueError, AttributeError, KeyError, TypeError):
+        except (ValueError, AttributeError, KeyError, TypeError, RecursionError):
             ok = False
         if not ok:
             raise TransferError(f"{self.path} is not a sessionstore migration checkpoint")

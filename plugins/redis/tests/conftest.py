@@ -102,6 +102,15 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
         yield cluster
 
 
+@pytest.fixture(scope="module")
+def redis_cluster_with_replicas() -> Iterator[RedisClusterServers]:
+    """A started throwaway Redis Cluster of three masters with a replica each, that notices a
+    failed node after one second; one per test module, as its tests may fail masters over."""
+    require_redis_cli()
+    with RedisClusterServers(3, replicas=1, node_timeout_ms=1000) as cluster:
+        yield cluster
+
+
 @pytest.fixture(scope="session")
 def redis_cluster_url(redis_cluster: RedisClusterServers) -> str:
     """``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3`` of the session's cluster."""

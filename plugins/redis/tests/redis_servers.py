@@ -1,5 +1,6 @@
 """Throwaway real Redis servers for the tests: one node (optionally with a password, ACL users or
-TLS) and a three-master Redis Cluster, each on free loopback ports in its own temporary directory.
+TLS) and a Redis Cluster (three masters, optionally with replicas), each on free loopback ports in
+its own temporary directory.
 
 Nothing here imports pytest, so benchmarks and scripts can use it too. Every server is started
 explicitly and must be closed explicitly (``close()`` or a ``with`` block): there is no ``__del__``,
@@ -10,6 +11,7 @@ persist anything (``save ""``, ``appendonly no``), so a restarted server starts 
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import signal
 import socket
@@ -18,16 +20,19 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 from urllib.parse import quote
 
 __all__ = [
+    "ClusterNodeInfo",
     "RedisClusterServers",
     "RedisServer",
     "ServerFactory",
     "free_port",
+    "parse_cluster_nodes",
     "redis_cli_binary",
     "redis_server_binary",
     "redis_server_supports_tls",
@@ -109,36 +114,65 @@ def _quote(value: str) -> str:
 def _command(
     host: str, port: int, *args: str, tls_context: ssl.SSLContext | None, timeout: float = 1.0
 ) -> str:
-    """Send one command and return its reply: a status, a bulk string, or an error as ``-ERR...``.
+    """Send one command and return its reply: a status, an integer or a bulk string as text, or
+    an error as ``-ERR...``. A bare RESP client, so that waiting for a server needs neither
+    redis-py nor redis-cli; it understands no array reply."""
+    (reply,) = _commands(host, port, [args], tls_context=tls_context, timeout=timeout)
+    return reply
 
-    A bare RESP client, so that waiting for a server needs neither redis-py nor redis-cli. It
-    understands only the reply types that PING and CLUSTER INFO give.
-    """
-    request = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+
+def _commands(
+    host: str,
+    port: int,
+    commands: list[tuple[str, ...]],
+    *,
+    tls_context: ssl.SSLContext | None,
+    timeout: float = 1.0,
+) -> list[str]:
+    """Send ``commands`` on one connection (a pipeline) and return their replies, as
+    :func:`_command` does: what one command does to its connection (``WAIT`` waits for the
+    replicas to have this connection's writes) holds for the next."""
+    request = "".join(
+        f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        for args in commands
+    )
+    replies: list[str] = []
     with socket.create_connection((host, port), timeout=timeout) as raw:
         sock = tls_context.wrap_socket(raw, server_hostname=host) if tls_context else raw
         with sock:
             sock.sendall(request.encode())
-            reply = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError(f"{host}:{port} closed the connection")
-                reply += chunk
-                header, sep, rest = reply.partition(b"\r\n")
-                if not sep:
+            buffer = b""
+            while len(replies) < len(commands):
+                reply, used = _parse_reply(buffer, f"{host}:{port}")
+                if reply is None:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise ConnectionError(f"{host}:{port} closed the connection")
+                    buffer += chunk
                     continue
-                if header[:1] == b"+":
-                    return header[1:].decode()
-                if header[:1] == b"-":
-                    return header.decode()
-                if header[:1] != b"$":
-                    raise ConnectionError(f"{host}:{port} sent an unexpected reply: {header!r}")
-                size = int(header[1:])
-                if size < 0:
-                    return ""  # a null bulk string
-                if len(rest) >= size + 2:
-                    return rest[:size].decode()
+                replies.append(reply)
+                buffer = buffer[used:]
+    return replies
+
+
+def _parse_reply(buffer: bytes, where: str) -> tuple[str | None, int]:
+    """The first whole reply in ``buffer`` and the bytes it took, or ``(None, 0)``."""
+    header, sep, rest = buffer.partition(b"\r\n")
+    if not sep:
+        return None, 0
+    kind, body = header[:1], header[1:].decode()
+    if kind in (b"+", b":"):
+        return body, len(header) + 2
+    if kind == b"-":
+        return header.decode(), len(header) + 2
+    if kind != b"$":
+        raise ConnectionError(f"{where} sent an unexpected reply: {header!r}")
+    size = int(body)
+    if size < 0:
+        return "", len(header) + 2  # a null bulk string
+    if len(rest) < size + 2:
+        return None, 0
+    return rest[:size].decode(), len(header) + 2 + size + 2
 
 
 class RedisServer:
@@ -443,26 +477,81 @@ class ServerFactory(Protocol):
     ) -> RedisServer: ...
 
 
-class RedisClusterServers:
-    """A throwaway Redis Cluster: three masters, no replicas, on free 127.0.0.1 ports.
+@dataclass(frozen=True)
+class ClusterNodeInfo:
+    """One line of ``CLUSTER NODES``: what a node is, as the node that was asked sees it."""
 
-    ``start()`` returns only once ``redis-cli --cluster create`` assigned all 16384 slots and
-    every node reports ``cluster_state:ok`` and knows all three nodes; otherwise it raises
-    ``RuntimeError`` with what went wrong, after stopping the nodes. ``close()`` stops every
-    node and removes their temporary directories; it is idempotent.
+    node_id: str
+    port: int
+    flags: frozenset[str]
+    master_id: str | None
+    """The master a replica follows; ``None`` for a master."""
+    slots: tuple[tuple[int, int], ...]
+    """The slot ranges a master serves (inclusive), migrations in progress left out."""
+
+    @property
+    def is_master(self) -> bool:
+        return "master" in self.flags
+
+    @property
+    def failed(self) -> bool:
+        return "fail" in self.flags or "fail?" in self.flags
+
+    def serves(self, slot: int) -> bool:
+        return any(low <= slot <= high for low, high in self.slots)
+
+
+def parse_cluster_nodes(text: str) -> list[ClusterNodeInfo]:
+    """The nodes in a ``CLUSTER NODES`` reply (``<id> <ip:port@bus> <flags> <master> ...``)."""
+    nodes = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        address = fields[1].split("@")[0]
+        slots = []
+        for part in fields[8:]:
+            if part.startswith("["):  # "[slot->-id]" / "[slot-<-id]": a migration under way
+                continue
+            low, _, high = part.partition("-")
+            slots.append((int(low), int(high or low)))
+        nodes.append(
+            ClusterNodeInfo(
+                node_id=fields[0],
+                port=int(address.rpartition(":")[2]),
+                flags=frozenset(fields[2].replace("myself,", "").split(",")),
+                master_id=None if fields[3] == "-" else fields[3],
+                slots=tuple(slots),
+            )
+        )
+    return nodes
+
+
+class RedisClusterServers:
+    """A throwaway Redis Cluster on free 127.0.0.1 ports: ``masters`` masters (three), each with
+    ``replicas`` replicas (none), failure detection after ``node_timeout_ms`` (2000).
+
+    ``start()`` returns only once ``redis-cli --cluster create`` assigned all 16384 slots, every
+    node reports ``cluster_state:ok`` and knows every other node, and every replica is in sync
+    with its master; otherwise it raises ``RuntimeError`` with what went wrong, after stopping
+    the nodes. ``close()`` stops every node and removes their temporary directories; it is
+    idempotent. ``topology()`` reads who is master of what now (after a failover or a slot
+    migration, which the tests make with ``cluster_admin``).
     """
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, *, replicas: int = 0, node_timeout_ms: int = 2000) -> None:
         cli = redis_cli_binary()
         if cli is None:
             raise RuntimeError("redis-cli not found on PATH (it is needed to create a cluster)")
         self._cli = cli
         self._masters = masters
+        self._replicas = replicas
+        self._node_timeout_ms = node_timeout_ms
         self._servers: list[RedisServer] = []
 
     @property
     def nodes(self) -> list[tuple[str, int]]:
-        """``(host, port)`` of every master."""
+        """``(host, port)`` of every node, masters and replicas, in the order they started."""
         return [(server.host, server.port) for server in self._servers]
 
     @property
@@ -472,23 +561,52 @@ class RedisClusterServers:
 
     @property
     def url(self) -> str:
-        """``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,127.0.0.1:p3``."""
+        """``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...``: every node, as startup nodes."""
         return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in self.nodes)
+
+    @property
+    def node_timeout(self) -> float:
+        """Seconds after which the cluster holds a silent node failed (``cluster-node-timeout``)."""
+        return self._node_timeout_ms / 1000
+
+    def server_on(self, port: int) -> RedisServer:
+        """The node server listening on ``port``."""
+        for server in self._servers:
+            if server.port == port:
+                return server
+        raise KeyError(f"no node of {self!r} listens on port {port}")
+
+    def topology(self) -> list[ClusterNodeInfo]:
+        """Every node as the first running node that answers sees it (``CLUSTER NODES``)."""
+        errors = []
+        for server in self._servers:
+            if not server.running:
+                continue
+            try:
+                reply = _command(server.host, server.port, "CLUSTER", "NODES", tls_context=None)
+            except OSError as error:
+                errors.append(f"{server.port}: {error!r}")
+                continue
+            if not reply.startswith("-"):
+                return parse_cluster_nodes(reply)
+            errors.append(f"{server.port}: {reply}")
+        raise RuntimeError(f"no node of {self!r} answered CLUSTER NODES: {errors}")
 
     def start(self) -> Self:
         if self._servers:
             return self
         try:
-            for _ in range(self._masters):
+            for _ in range(self._masters * (1 + self._replicas)):
                 port = _free_cluster_port()
                 config = {
                     "cluster-enabled": "yes",
                     "cluster-config-file": f"nodes-{port}.conf",
-                    "cluster-node-timeout": "2000",
+                    "cluster-node-timeout": str(self._node_timeout_ms),
+                    "repl-diskless-sync-delay": "0",  # a replica syncs at once, not after 5 s
                 }
                 self._servers.append(RedisServer(port=port, config=config).start())
             self._create()
-            self._wait_until_ok()
+            self.wait_until_ok()
         except BaseException:
             self.close()
             raise
@@ -514,10 +632,48 @@ class RedisClusterServers:
     def __repr__(self) -> str:
         return f"<RedisClusterServers {self.url}>"
 
+    def _unconfirmed_masters(self) -> dict[str, str]:
+        """The masters whose running replicas do not yet confirm a write (``WAIT``), each with
+        what ``WAIT`` said. A replica counts as online for a while after its first sync before
+        it answers the master's requests for acknowledgement: until then ``WAIT`` times out."""
+        topology = self.topology()
+        running = {server.port for server in self._servers if server.running}
+        unconfirmed = {}
+        for master in topology:
+            if not master.is_master or master.failed or master.port not in running:
+                continue
+            replicas = [
+                node
+                for node in topology
+                if node.master_id == master.node_id and not node.failed and node.port in running
+            ]
+            if not replicas or not master.slots:
+                continue
+            key = self._key_served_by(master)
+            _, confirmed = _commands(
+                "127.0.0.1",
+                master.port,
+                [("SET", key, "probe"), ("WAIT", str(len(replicas)), "100")],
+                tls_context=None,
+            )
+            if confirmed != str(len(replicas)):
+                unconfirmed[f"127.0.0.1:{master.port}"] = f"WAIT: {confirmed} of {len(replicas)}"
+        return unconfirmed
+
+    @staticmethod
+    def _key_served_by(master: ClusterNodeInfo) -> str:
+        """A key in one of ``master``'s slots (the server hashes the candidates)."""
+        for n in range(10_000):
+            key = f"sessionstore-test-probe-{n}"
+            slot = _command("127.0.0.1", master.port, "CLUSTER", "KEYSLOT", key, tls_context=None)
+            if master.serves(int(slot)):
+                return key
+        raise RuntimeError(f"no probe key found for the slots of {master}")
+
     def _create(self) -> None:
         addresses = [f"{host}:{port}" for host, port in self.nodes]
         command = [self._cli, "--cluster", "create", *addresses]
-        command += ["--cluster-replicas", "0", "--cluster-yes"]
+        command += ["--cluster-replicas", str(self._replicas), "--cluster-yes"]
         try:
             result = subprocess.run(
                 command,
@@ -535,24 +691,37 @@ class RedisClusterServers:
                 f"{' '.join(command)} failed with status {result.returncode}:\n{output}"
             )
 
-    def _wait_until_ok(self) -> None:
-        deadline = time.monotonic() + CLUSTER_TIMEOUT
-        expected = ("cluster_state:ok", f"cluster_known_nodes:{self._masters}")
+    def wait_until_ok(self, timeout: float = CLUSTER_TIMEOUT) -> None:
+        """Wait until every running node reports ``cluster_state:ok`` and knows every node,
+        and every running replica's link to its master is up (its first sync done).
+        ``RuntimeError`` naming the nodes still waiting after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        expected = ("cluster_state:ok", f"cluster_known_nodes:{len(self._servers)}")
         while True:
             waiting: dict[str, str] = {}
-            for host, port in self.nodes:
+            for server in self._servers:
+                if not server.running:
+                    continue
+                host, port = server.host, server.port
                 try:
                     info = _command(host, port, "CLUSTER", "INFO", tls_context=None)
+                    replication = _command(host, port, "INFO", "replication", tls_context=None)
                 except OSError as error:
-                    info = repr(error)
-                if not all(line in info.splitlines() for line in expected):
-                    waiting[f"{host}:{port}"] = info
+                    info = replication = repr(error)
+                lines = info.splitlines() + replication.splitlines()
+                # Both ends: the replica's link is up, and its master counts it online (in WAIT).
+                synced = ("role:slave" not in lines or "master_link_status:up" in lines) and all(
+                    "state=online" in line for line in lines if re.match(r"slave\d+:", line)
+                )
+                if not all(line in lines for line in expected) or not synced:
+                    waiting[f"{host}:{port}"] = info + replication
+            if not waiting:
+                waiting = self._unconfirmed_masters()
             if not waiting:
                 return
             if time.monotonic() > deadline:
                 report = "\n".join(f"{node}:\n{info}" for node, info in waiting.items())
                 raise RuntimeError(
-                    f"cluster not ok within {CLUSTER_TIMEOUT} s on {len(waiting)} node(s):\n"
-                    + report
+                    f"cluster not ok within {timeout} s on {len(waiting)} node(s):\n" + report
                 )
             time.sleep(0.05)

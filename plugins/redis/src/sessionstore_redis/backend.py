@@ -3,9 +3,10 @@
 A read is one ``GET`` (or one ``MGET`` per shard for a batch) decoded here; every write is one
 Lua script run by ``EVALSHA``, so compare-and-set is a single round trip with no WATCH/MULTI
 loop. On one server the commands go through :mod:`.direct` (redis-py's connections without its
-per-command bookkeeping); on a cluster through redis-py's cluster client. Keys, the record
-layout and why every key of a session shares a hash tag are described in :mod:`.layout`; the
-scripts in :mod:`.scripts`.
+per-command bookkeeping); on a cluster through :mod:`.cluster`, which sends each to its slot's
+master over the same kind of connections. With ``wait_replicas``, a write's ``WAIT`` follows it
+on its connection, in the same round trip. Keys, the record layout and why every key of a session
+shares a hash tag are described in :mod:`.layout`; the scripts in :mod:`.scripts`.
 """
 
 from __future__ import annotations
@@ -20,25 +21,28 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoPermissionError, NoScriptError
 
 from sessionstore import (
     Capability,
     ConfigurationError,
     ConflictError,
+    CorruptRecordError,
     Event,
     EventNotFoundError,
     SessionDump,
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
+    StoreClosedError,
+    StoreUnavailableError,
     hookimpl,
 )
 
 from . import scripts
+from .cluster import ClusterCommands
 from .connection import UNAVAILABLE, Endpoint, open_client, parse_spec, unavailable
-from .deadlines import OperationDeadlines
+from .deadlines import Interruption, OperationDeadlines
 from .direct import DirectCommands
 from .layout import Layout, pack_record, pack_u64, unpack_record
 from .scripts import Script
@@ -60,6 +64,8 @@ def _redis_hook(method: Hook[T]) -> Hook[T]:
 
     @functools.wraps(method)
     async def hook(self: RedisBackend, *args: Any) -> T:
+        if self._closed:
+            raise self._closed_error()
         deadlines = self._deadlines
         task = deadlines.begin()  # the bound on the whole operation
         try:
@@ -67,13 +73,18 @@ def _redis_hook(method: Hook[T]) -> Hook[T]:
                 await self._check_layout()
             return await method(self, *args)
         except asyncio.CancelledError:
-            # A timeout only if the deadline's was the sole cancellation: one from elsewhere
-            # (a shutdown) that came at the same moment must go on.
-            if deadlines.end(task) and not task.cancelling():
+            # Ours only if the deadline's (or the close's) was the sole cancellation: one from
+            # elsewhere (a shutdown) that came at the same moment must go on.
+            reason = deadlines.end(task)
+            if reason is not None and not task.cancelling():
+                if reason is Interruption.CLOSED:
+                    raise self._closed_error() from None
                 overdue = TimeoutError(f"the operation took over {deadlines.timeout} s")
                 raise unavailable(overdue, self._endpoint) from None
             raise
         except UNAVAILABLE as exc:
+            if self._closed:  # the close dropped its connection, or it found none left
+                raise self._closed_error() from exc
             raise unavailable(exc, self._endpoint) from exc
         except NoPermissionError as exc:  # an ACL user without a command this backend needs
             raise unavailable(exc, self._endpoint) from exc
@@ -88,22 +99,31 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        client: Redis | ClusterCommands,
         endpoint: Endpoint,
         layout: Layout,
         *,
         grace_ms: int,
         timeout: float,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.0,
     ) -> None:
-        # Typed Any: redis-py types replies as unions over every decode mode; with
-        # decode_responses=False (see open_client) they are bytes, lists and ints.
-        self._client: Any = client
-        self._direct = (
-            None if isinstance(client, RedisCluster) else DirectCommands(client.connection_pool)
+        self._client = client
+        self._cluster = client if isinstance(client, ClusterCommands) else None
+        self._commands: DirectCommands | ClusterCommands = (
+            client
+            if isinstance(client, ClusterCommands)
+            else DirectCommands(client.connection_pool)
         )
-        # One command, raw reply (no response callback for the commands used through it).
-        self._execute: Callable[..., Awaitable[Any]] = (
-            client.execute_command if self._direct is None else self._direct.execute
+        # One command, or several on one connection; raw replies: with decode_responses=False
+        # (see open_client) bytes, ints, lists and None, hence Any.
+        self._execute: Callable[..., Awaitable[Any]] = self._commands.execute
+        self._execute_many: Callable[[Sequence[Sequence[Any]]], Awaitable[list[Any]]] = (
+            self._commands.execute_many
+        )
+        # WAIT's arguments after every write: replicas, milliseconds (None: do not wait).
+        self._wait = (
+            (wait_replicas, max(1, round(wait_timeout * 1000))) if wait_replicas > 0 else None
         )
         self._endpoint = endpoint
         self._layout = layout
@@ -114,31 +134,32 @@ class RedisBackend:
         self._appending = False  # an append is on the wire; others queue (see _append)
         self._append_sender: asyncio.Task[None] | None = None
         self._append_queue: list[tuple[Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._endpoint.display} shards={self._layout.shards}>"
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _closed_error(self) -> StoreClosedError:
+        return StoreClosedError(
+            f"the store on {self._endpoint.display} was closed while this operation was under "
+            "way; a write may or may not have taken effect"
+        )
+
     async def _check_layout(self) -> None:
         """Connect, and refuse a namespace written with another shard count (its keys would not
-        be found). One task does it while the others wait: redis-py's cluster client, when
-        several tasks make it discover the cluster at once, closes connections under them."""
+        be found). One task does it while the others wait."""
         async with self._first_use:
             if not self._layout_pending:
                 return
-            if isinstance(self._client, RedisCluster):
-                await self._client.initialize()
+            if self._cluster is not None:
+                await self._cluster.initialize()
             await self._claim_layout()
 
     async def _claim_layout(self) -> None:
         layout = self._layout
-        if self._direct is None:  # redis-py's reply callback needs to be told about GET
-            found = await self._client.set(layout.layout_key, layout.description, nx=True, get=True)
-        else:
-            found = await self._direct.execute(
-                "SET", layout.layout_key, layout.description, "NX", "GET"
-            )
+        found = await self._execute("SET", layout.layout_key, layout.description, "NX", "GET")
         if found is not None and found.decode(errors="replace") != layout.description:
             raise ConfigurationError(
                 f"this namespace on {self._endpoint.display} was written as "
@@ -148,17 +169,61 @@ class RedisBackend:
         self._layout_pending = False
 
     async def _run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        try:
-            return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:  # the server restarted or flushed its script cache
-            await self._load(script)
-            return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        """Run ``script`` and return its reply (see :meth:`_pipeline` for ``wait_replicas``)."""
+        if self._wait is None or not script.writes:
+            try:
+                return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:  # a restart, a failover or SCRIPT FLUSH: send it whole
+                return await self._execute("EVAL", script.source, len(keys), *keys, *args)
+        (outcome,) = await self._pipeline(script, [(keys, args)])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    async def _load(self, script: Script) -> None:
-        if self._direct is None:
-            await self._client.script_load(script.source)  # on every primary of the cluster
-        else:
-            await self._direct.execute("SCRIPT", "LOAD", script.source)
+    async def _pipeline(
+        self, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per call, in one pipeline on one connection (on a cluster the
+        calls must share a slot); each outcome is a reply or an exception.
+
+        With ``wait_replicas``, a script that writes is followed on the same connection by
+        ``WAIT`` (in the same round trip): when fewer replicas than asked confirm the writes
+        within ``wait_timeout``, every outcome that was a reply becomes a
+        :class:`~sessionstore.StoreUnavailableError` saying so. The write was made on the
+        master, but it is not acknowledged: a failover now could lose it."""
+        wait = [("WAIT", *self._wait)] if self._wait is not None and script.writes else []
+        outcomes = await self._execute_many(
+            [*(("EVALSHA", script.sha, len(k), *k, *a) for k, a in calls), *wait]
+        )
+        confirmations = [outcomes.pop()] if wait else []
+        missing = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, NoScriptError)]
+        if missing:  # a restart, a failover or SCRIPT FLUSH: send them whole (this loads it)
+            whole = [
+                ("EVAL", script.source, len(k), *k, *a) for k, a in (calls[i] for i in missing)
+            ]
+            again = await self._execute_many([*whole, *wait])
+            if wait:  # another connection, maybe: its WAIT speaks for its own writes
+                confirmations.append(again.pop())
+            for i, outcome in zip(missing, again, strict=True):
+                outcomes[i] = outcome
+        if wait:
+            for confirmed in confirmations:
+                if isinstance(confirmed, BaseException):
+                    raise confirmed
+            replicas = min(int(c) for c in confirmations)
+            if replicas < wait[0][1]:
+                refused = self._unconfirmed(replicas)
+                outcomes = [o if isinstance(o, BaseException) else refused for o in outcomes]
+        return outcomes
+
+    def _unconfirmed(self, replicas: int) -> StoreUnavailableError:
+        assert self._wait is not None
+        wanted, milliseconds = self._wait
+        return StoreUnavailableError(
+            f"redis at {self._endpoint.display}: {replicas} of {wanted} replicas confirmed the "
+            f"write within wait_timeout ({milliseconds / 1000:g} s), so it is not acknowledged: "
+            "it was made on the master, and a failover now could lose it"
+        )
 
     async def _each_shard(self, call: Callable[[int], Awaitable[T]]) -> list[T]:
         shards = range(self._layout.shards)
@@ -177,6 +242,16 @@ class RedisBackend:
         if deadline is not None and deadline <= now_ms:
             return None
         return record
+
+    def _page_entry(
+        self, session_id: str, value: bytes | None, now_ms: int
+    ) -> SessionRecord | CorruptRecordError | None:
+        """What a page holds for a value: a value that is no record goes in as its error (see
+        the session_page hookspec), so that one foreign value does not stop every listing."""
+        try:
+            return self._live(session_id, value, now_ms)
+        except CorruptRecordError as error:
+            return error
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -216,10 +291,19 @@ class RedisBackend:
         if not session_ids:
             return {}  # MGET takes at least one key
         keys = [self._layout.record_key(i) for i in session_ids]
-        if self._layout.shards == 1 or not isinstance(self._client, RedisCluster):
+        if self._layout.shards == 1 or self._cluster is None:
             values = await self._execute("MGET", *keys)
-        else:  # one MGET per slot, sent to the nodes concurrently
-            values = await self._client.mget_nonatomic(keys)
+        else:  # one MGET per shard (a shard is one slot), sent to the nodes concurrently
+            by_shard: dict[int, list[int]] = {}
+            for at, session_id in enumerate(session_ids):
+                by_shard.setdefault(self._layout.shard_of(session_id), []).append(at)
+            replies = await asyncio.gather(
+                *(self._execute("MGET", *(keys[at] for at in ats)) for ats in by_shard.values())
+            )
+            values = [None] * len(keys)
+            for ats, reply in zip(by_shard.values(), replies, strict=True):
+                for at, value in zip(ats, reply, strict=True):
+                    values[at] = value
         found = {}
         for session_id, value in zip(session_ids, values, strict=True):
             record = self._live(session_id, value, now_ms)
@@ -312,7 +396,7 @@ class RedisBackend:
     @_redis_hook
     async def session_page(
         self, cursor: str | None, limit: int, now_ms: int
-    ) -> tuple[Sequence[SessionRecord], str | None]:
+    ) -> tuple[Sequence[SessionRecord | CorruptRecordError], str | None]:
         shard, after = 0, ""
         if cursor is not None:
             shard_text, _, after = cursor.partition(":")
@@ -329,7 +413,7 @@ class RedisBackend:
                 page = [
                     record
                     for session_id, value in zip(ids, values, strict=True)
-                    if (record := self._live(session_id, value, now_ms)) is not None
+                    if (record := self._page_entry(session_id, value, now_ms)) is not None
                 ]
                 if len(ids) == limit:
                     return page, f"{shard}:{ids[-1]}"
@@ -446,26 +530,14 @@ class RedisBackend:
     ) -> list[Any]:
         """Run ``script`` once per call, in one pipeline on a single server (concurrently on a
         cluster, whose calls go to several nodes); each outcome is a result or an exception."""
-        if len(calls) == 1 or self._direct is None:
+        if len(calls) == 1 or self._cluster is not None:
             return list(
                 await asyncio.gather(
                     *(self._run(script, keys, args) for keys, args in calls),
                     return_exceptions=True,
                 )
             )
-        outcomes = await self._direct.execute_many(
-            [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
-        )
-        missing = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, NoScriptError)]
-        if missing:  # the server lost its scripts: load it, then run those again
-            await self._load(script)
-            for i in missing:
-                keys, args = calls[i]
-                try:
-                    outcomes[i] = await self._run(script, keys, args)
-                except Exception as exc:
-                    outcomes[i] = exc
-        return outcomes
+        return await self._pipeline(script, calls)
 
     @_redis_hook
     async def event_replay(
@@ -554,13 +626,26 @@ class RedisBackend:
 
     @hookimpl
     async def store_close(self) -> None:
-        await self._deadlines.close()
+        """Close within ``timeout``: operations under way end at once with
+        :class:`~sessionstore.StoreClosedError` (their connections are dropped: a hung server
+        must not hold them until it resumes), then every connection is closed."""
+        self._closed = True
+        timeout = self._deadlines.timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        sender, self._append_sender = self._append_sender, None
+        if sender is not None and not sender.done() and not sender.get_loop().is_closed():
+            sender.cancel()  # its appends' callers are interrupted below
+        await self._deadlines.close(grace=timeout)
         try:
-            try:
-                if self._direct is not None:
-                    await self._direct.close()
-            finally:
-                await self._client.aclose()
+            # Closing a connection may wait for the server (TLS): all of it within the timeout.
+            async with asyncio.timeout_at(deadline):
+                try:
+                    await self._commands.close()  # a cluster's closes its nodes' clients too
+                finally:
+                    if isinstance(self._client, Redis):
+                        await self._client.aclose()
+        except TimeoutError:
+            pass  # whatever did not close in time is dropped with its socket
         except UNAVAILABLE as exc:
             raise unavailable(exc, self._endpoint) from exc
 
@@ -600,6 +685,8 @@ def create_backend(
     tls_cert_file: str | None = None,
     tls_key_file: str | None = None,
     tls_check_hostname: bool = True,
+    wait_replicas: int = 0,
+    wait_timeout: float | None = None,
 ) -> RedisBackend:
     """The entry point: ``open_store("redis://...", **options)`` calls this.
 
@@ -611,7 +698,11 @@ def create_backend(
     spreads over: default 1 on one server, 16 on a cluster; every client of a namespace must use
     the same); ``expiry_grace`` (seconds the native key TTL runs past a session's deadline,
     default 60: covers clock differences between hosts); ``tls_ca_file``, ``tls_cert_file``,
-    ``tls_key_file``, ``tls_check_hostname`` for ``rediss://``.
+    ``tls_key_file``, ``tls_check_hostname`` for ``rediss://``; ``wait_replicas`` (default 0:
+    a write returns once its master has it, as Redis replicates asynchronously; above 0, only
+    once that many replicas confirmed it, by ``WAIT``, else
+    :class:`~sessionstore.StoreUnavailableError`), ``wait_timeout`` (seconds ``WAIT`` waits for
+    them, below ``timeout``; default half of it).
     """
     endpoint = parse_spec(spec)
     if not isinstance(key_prefix, str) or not _KEY_PREFIX.match(key_prefix):
@@ -623,6 +714,16 @@ def create_backend(
         timeout if connect_timeout is None else _seconds("connect_timeout", connect_timeout)
     )
     grace = _seconds("expiry_grace", expiry_grace, allow_zero=True)
+    if type(wait_replicas) is not int or wait_replicas < 0:
+        raise ConfigurationError(
+            f"wait_replicas must be an int >= 0 (0: do not wait), not {wait_replicas!r}"
+        )
+    wait_timeout = timeout / 2 if wait_timeout is None else _seconds("wait_timeout", wait_timeout)
+    if wait_timeout >= timeout:
+        raise ConfigurationError(
+            f"wait_timeout ({wait_timeout:g} s) must be below timeout ({timeout:g} s): the "
+            "wait is part of the write"
+        )
     if max_connections is None:
         max_connections = DEFAULT_MAX_CONNECTIONS
     if type(max_connections) is not int or max_connections < 1:
@@ -667,6 +768,8 @@ def create_backend(
         Layout(key_prefix, namespace, shards),
         grace_ms=math.ceil(grace * 1000),
         timeout=timeout,
+        wait_replicas=wait_replicas,
+        wait_timeout=wait_timeout,
     )
 
 

@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -36,7 +34,9 @@ from redis.exceptions import (
 )
 
 from sessionstore import ConfigurationError, StoreUnavailableError, redact_url
-from sessionstore.urls import redact_text
+from sessionstore.urls import parse_url, redact_text
+
+from .cluster import ClusterCommands
 
 __all__ = ["Endpoint", "open_client", "parse_spec", "unavailable", "UNAVAILABLE"]
 
@@ -81,24 +81,22 @@ def parse_spec(spec: str) -> Endpoint:
     display = redact_url(spec)
     if spec.strip().lower() == "redis":
         return Endpoint(False, False, (("127.0.0.1", _DEFAULT_PORT),), 0, None, None, display)
-    scheme, sep, rest = spec.partition("://")
+    scheme, sep, _ = spec.partition("://")
     if not sep or scheme.lower() not in _SCHEMES:
         raise ConfigurationError(
             f"Redis store spec {display!r} must start with redis://, rediss://, "
             "redis+cluster:// or rediss+cluster://"
         )
     cluster, tls = _SCHEMES[scheme.lower()]
-    netloc, _, tail = rest.partition("/")
-    if "?" in rest or "#" in rest:
+    # The core's parser: the userinfo runs to the last "@", so a password may hold "/", "?", "#"
+    # (base64 ones do), and no part of it ever lands in a host, port or database message.
+    url = parse_url(spec, what="Redis store spec")
+    if url.query is not None or url.fragment is not None:
         raise ConfigurationError(
             f"Redis store spec {display!r}: pass options as open_store keywords, not in the URL"
         )
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
+    username, password = url.username or None, url.password
+    hosts, tail = url.host, url.path[1:]
     nodes = tuple(_node(part, display) for part in hosts.split(",")) if hosts else ()
     if not nodes:
         raise ConfigurationError(f"Redis store spec {display!r} names no host")
@@ -147,8 +145,9 @@ def open_client(
     tls_cert_file: str | None,
     tls_key_file: str | None,
     tls_check_hostname: bool,
-) -> Redis | RedisCluster:
-    """A client for ``endpoint``; nothing is connected until the first command.
+) -> Redis | ClusterCommands:
+    """A client for ``endpoint``; nothing is connected until the first command. On a cluster,
+    the commands of :mod:`.cluster` over one such client per node.
 
     Commands are never retried by the driver: a compare-and-set whose reply was lost may have
     run, and running it again would report a conflict with itself. A failure surfaces at once as
@@ -178,8 +177,11 @@ def open_client(
             ssl_check_hostname=tls_check_hostname,
         )
     if endpoint.cluster:
-        nodes = [ClusterNode(host, port) for host, port in endpoint.nodes]
-        return RedisCluster(startup_nodes=nodes, **options)
+
+        def client_for(host: str, port: int) -> Redis:
+            return Redis(host=host, port=port, **options)
+
+        return ClusterCommands(endpoint.nodes, client_for, refresh_timeout=connect_timeout)
     host, port = endpoint.nodes[0]
     return Redis(host=host, port=port, db=endpoint.db, **options)
 
@@ -192,6 +194,8 @@ def unavailable(exc: BaseException, endpoint: Endpoint) -> StoreUnavailableError
         reason = "the user lacks a permission this backend needs"
     elif isinstance(exc, TimeoutError | asyncio.TimeoutError):
         reason = "timed out"
+    elif isinstance(exc, OutOfMemoryError):  # refused before its first write (see .scripts)
+        reason = "the server is full (used memory over maxmemory); nothing was written"
     else:
         reason = "unavailable"
     detail = redact_text(str(exc)) if str(exc) else ""

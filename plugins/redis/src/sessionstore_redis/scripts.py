@@ -7,6 +7,16 @@ live. A session's keys and its shard's indexes share one hash tag (see :mod:`.la
 script's keys always lie in one slot.
 
 Return codes: ``0`` done, ``1`` no live session, ``2`` compare-and-set refused, ``3`` evicted.
+
+A server at ``maxmemory`` refuses a script (one without flags, as these are) only at its first
+command that may add memory (``SET``, ``HSET``, ``ZADD``, ``SETRANGE``, ``HINCRBY``...), and only
+if the script wrote nothing before it: once it has written, Redis lets it finish rather than stop
+it halfway. A ``DEL`` or ``ZREM`` is a write too, even of nothing. So every script that adds data
+makes such a command its first write, after its reads; a full server then refuses it before it
+changed anything, and the client reports ``OOM`` with "nothing was written". The scripts that only
+remove (delete, purge, clear) have no such command and run on a full server: they make room.
+(``#!lua`` flags would say this to Redis directly, but need Redis 7; the order works on every
+version.) ``test_redis_maxmemory.py`` runs every write against a full server.
 """
 
 from __future__ import annotations
@@ -58,10 +68,14 @@ end
 
 
 class Script:
-    """A Lua script, called by its SHA1 (``EVALSHA``) and loaded again on ``NOSCRIPT``."""
+    """A Lua script, called by its SHA1 (``EVALSHA``) and sent whole on ``NOSCRIPT``.
 
-    def __init__(self, name: str, body: str) -> None:
+    ``writes`` is false for the scripts that only read: ``wait_replicas`` waits after the others.
+    """
+
+    def __init__(self, name: str, body: str, *, writes: bool = True) -> None:
         self.name = name
+        self.writes = writes
         self.source = _PRELUDE + body
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
@@ -73,9 +87,9 @@ CREATE = Script(
     """
 local now = tonumber(ARGV[3])
 if is_live(redis.call('GET', KEYS[1]), now) then return 1 end
-redis.call('DEL', KEYS[2])  -- an expired predecessor's events never carry over
 local deadline = tonumber(ARGV[2])
-set_record(KEYS[1], ARGV[1], ttl_of(deadline, now, tonumber(ARGV[4])))
+set_record(KEYS[1], ARGV[1], ttl_of(deadline, now, tonumber(ARGV[4])))  -- first: see above
+redis.call('DEL', KEYS[2])  -- an expired predecessor's events never carry over
 redis.call('ZADD', KEYS[3], score_of(deadline), ARGV[5])
 redis.call('ZADD', KEYS[4], 0, ARGV[5])
 return 0
@@ -193,6 +207,7 @@ LAST_EVENT_ID_GET = Script(
 if not is_live(redis.call('GET', KEYS[1]), tonumber(ARGV[1])) then return {1} end
 return {0, redis.call('HGET', KEYS[2], 'l')}
 """,
+    writes=False,
 )
 
 # KEYS: record, events, the shard's handle counter.
@@ -252,6 +267,7 @@ while s <= last do
 end
 return out
 """,
+    writes=False,
 )
 
 # KEYS: deadline index, name index.  ARGV: now, limit, shard key base.
@@ -311,6 +327,7 @@ for _, number in ipairs(handles) do
 end
 return out
 """,
+    writes=False,
 )
 
 # KEYS: record, events, deadline index, name index, the shard's handle counter.
@@ -323,10 +340,10 @@ LOAD = Script(
     """
 local now = tonumber(ARGV[3])
 if is_live(redis.call('GET', KEYS[1]), now) then return 0 end
-redis.call('DEL', KEYS[2])
 local deadline = tonumber(ARGV[2])
 local ttl = ttl_of(deadline, now, tonumber(ARGV[4]))
-set_record(KEYS[1], ARGV[1], ttl)
+set_record(KEYS[1], ARGV[1], ttl)  -- first: see above
+redis.call('DEL', KEYS[2])
 redis.call('ZADD', KEYS[3], score_of(deadline), ARGV[5])
 redis.call('ZADD', KEYS[4], 0, ARGV[5])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[2], 'l', ARGV[7]) end

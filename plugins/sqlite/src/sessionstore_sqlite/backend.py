@@ -25,7 +25,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from sessionstore import (
     ConfigurationError,
@@ -41,6 +41,7 @@ from sessionstore import (
     redact_url,
 )
 from sessionstore.records import new_record, parse_event_id
+from sessionstore.urls import StoreURL, parse_url
 
 from .schema import migrate
 
@@ -55,6 +56,11 @@ _INSERT = (
     "INSERT INTO sessions (namespace, id, version, deadline, payload, incarnation) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+# Payloads and event data are read through CAST(... AS BLOB): a BLOB column keeps whatever type
+# it is given, so a value written by hand or by another program as TEXT (or a number) would come
+# back as a str (or an int); its bytes are what a reader expects. Event data is written the same
+# way, so a hook called with a str stores a BLOB too.
+_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, CAST(? AS BLOB))"
 
 T = TypeVar("T")
 
@@ -64,14 +70,24 @@ def database_path(spec: str) -> Path:
     ``sqlite:////abs/s.db`` -> ``/abs/s.db``. Raises ConfigurationError for anything else."""
     if spec.strip().lower() == "sqlite":
         return Path(DEFAULT_PATH)
-    parts = urlsplit(spec)
-    path = unquote(parts.path)
-    if parts.scheme.lower() != "sqlite" or parts.netloc or not path.startswith("/") or path == "/":
+    try:
+        url: StoreURL | None = parse_url(spec, what="SQLite store spec")
+    except ConfigurationError:
+        url = None
+    path = unquote(url.path) if url is not None else ""
+    if (
+        url is None
+        or url.scheme != "sqlite"
+        or url.username is not None
+        or url.host
+        or not path.startswith("/")
+        or path == "/"
+    ):
         raise ConfigurationError(
             f"SQLite store spec {redact_url(spec)!r} must be 'sqlite', "
             "'sqlite:///relative/path.db' or 'sqlite:////absolute/path.db'"
         )
-    if parts.query or parts.fragment:
+    if url.query is not None or url.fragment is not None:
         raise ConfigurationError(
             f"SQLite store spec {redact_url(spec)!r}: pass options as open_store keywords, "
             "not in the URL"
@@ -116,17 +132,7 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
         raise StoreUnavailableError(
             f"cannot open SQLite database {where}: folder {folder} does not exist"
         )
-    try:
-        # Created here, owner-only, before SQLite sees it; SQLite gives its -wal and -shm files
-        # the same permissions as the database.
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise StoreUnavailableError(
-            f"cannot create SQLite database {where}: {exc.strerror}"
-        ) from None
+    _create_owner_only(path, where)
     conn = None
     try:
         conn = sqlite3.connect(where, timeout=0, isolation_level=None, check_same_thread=False)
@@ -148,6 +154,35 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
             conn.close()
         raise
     return conn
+
+
+def _create_owner_only(path: Path, where: str) -> None:
+    """Create the database file, owner-only (0600), unless a file is already there.
+
+    Created here, before SQLite sees it, because SQLite gives its -wal and -shm files the same
+    permissions as the database. A dangling symlink is followed to create its target: ``O_EXCL``
+    refuses the link itself, and SQLite would then create the target with the umask's mode.
+    Raises :class:`StoreUnavailableError` for a directory at ``path`` or a file that cannot be
+    created.
+    """
+    if path.is_dir():
+        raise StoreUnavailableError(
+            f"cannot open SQLite database {where}: {where} is a directory; name a file, "
+            f"e.g. sqlite:///{path / 'sessions.db'}"
+        )
+    target, shown = path, where
+    if path.is_symlink() and not path.exists():
+        target = Path(os.path.realpath(path))
+        shown = f"{where} (a symbolic link to {target})"
+    try:
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreUnavailableError(
+            f"cannot create SQLite database {shown}: {exc.strerror}"
+        ) from None
 
 
 def _with_busy_retry(operation: Callable[[], T], where: str, seconds: float = 30.0) -> T:
@@ -308,7 +343,7 @@ class SQLiteBackend:
     @_sql_hook
     def session_get(self, session_id: str, now_ms: int) -> SessionRecord | None:
         row = self._conn.execute(
-            "SELECT version, deadline, payload, incarnation FROM sessions "
+            "SELECT version, deadline, CAST(payload AS BLOB), incarnation FROM sessions "
             f"WHERE namespace = ? AND id = ? AND {_LIVE}",
             (self._ns, session_id, now_ms),
         ).fetchone()
@@ -317,7 +352,7 @@ class SQLiteBackend:
     @hookimpl
     async def raw_get(self, session_id: str) -> object:
         return self._conn.execute(
-            "SELECT version, deadline, payload, incarnation FROM sessions "
+            "SELECT version, deadline, CAST(payload AS BLOB), incarnation FROM sessions "
             f"WHERE namespace = ? AND id = ? AND {_LIVE}",
             (self._ns, session_id, int(time.time() * 1000)),
         ).fetchone()
@@ -327,7 +362,8 @@ class SQLiteBackend:
         self, session_ids: Sequence[str], now_ms: int
     ) -> Mapping[str, SessionRecord]:
         rows = self._conn.execute(
-            "SELECT id, version, deadline, payload, incarnation FROM sessions WHERE namespace = ? "
+            "SELECT id, version, deadline, CAST(payload AS BLOB), incarnation FROM sessions "
+            "WHERE namespace = ? "
             f"AND id IN (SELECT value FROM json_each(?)) AND {_LIVE}",
             (self._ns, json.dumps(list(session_ids)), now_ms),
         ).fetchall()
@@ -407,7 +443,7 @@ class SQLiteBackend:
         self, cursor: str | None, limit: int, now_ms: int
     ) -> tuple[Sequence[SessionRecord], str | None]:
         rows = self._conn.execute(
-            "SELECT id, version, deadline, payload, incarnation FROM sessions "
+            "SELECT id, version, deadline, CAST(payload AS BLOB), incarnation FROM sessions "
             "WHERE namespace = ? AND id > ? "
             f"AND {_LIVE} ORDER BY id LIMIT ?",
             (self._ns, cursor or "", now_ms, limit + 1),
@@ -454,7 +490,8 @@ class SQLiteBackend:
     def session_dump(self, session_id: str, now_ms: int) -> SessionDump | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT version, deadline, payload, incarnation, last_event_id FROM sessions "
+                "SELECT version, deadline, CAST(payload AS BLOB), incarnation, last_event_id "
+                "FROM sessions "
                 f"WHERE namespace = ? AND id = ? AND {_LIVE}",
                 (self._ns, session_id, now_ms),
             ).fetchone()
@@ -467,7 +504,8 @@ class SQLiteBackend:
                 (self._ns, session_id),
             ).fetchall():
                 events = conn.execute(
-                    "SELECT data FROM events WHERE handle = ? ORDER BY seq", (handle,)
+                    "SELECT CAST(data AS BLOB) FROM events WHERE handle = ? ORDER BY seq",
+                    (handle,),
                 ).fetchall()
                 streams.append((stream_id, tuple(data for (data,) in events)))
         record = new_record((session_id, row[0], row[1], row[2], row[3]))
@@ -496,7 +534,7 @@ class SQLiteBackend:
                     (self._ns, record.id, stream_id, len(kept) + 1),
                 ).fetchone()
                 conn.executemany(
-                    "INSERT INTO events VALUES (?, ?, ?)",
+                    _INSERT_EVENT,
                     [(handle, seq, data) for seq, data in enumerate(kept, start=1)],
                 )
         return True
@@ -573,7 +611,7 @@ class SQLiteBackend:
             (self._ns, session_id, stream_id),
         ).fetchone()
         handle, seq = row
-        conn.execute("INSERT INTO events VALUES (?, ?, ?)", (handle, seq, data))
+        conn.execute(_INSERT_EVENT, (handle, seq, data))
         if seq > retention:
             conn.execute(
                 "DELETE FROM events WHERE handle = ? AND seq <= ?", (handle, seq - retention)
@@ -606,7 +644,8 @@ class SQLiteBackend:
             if oldest is None or seq < oldest:
                 raise EventNotFoundError(event_id, evicted=True)
             rows = conn.execute(
-                "SELECT seq, data FROM events WHERE handle = ? AND seq > ? ORDER BY seq",
+                "SELECT seq, CAST(data AS BLOB) FROM events "
+                "WHERE handle = ? AND seq > ? ORDER BY seq",
                 (handle, seq),
             ).fetchall()
         stream_id: str = stream[1]
