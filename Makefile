@@ -12,6 +12,11 @@ SOURCES := core/src plugins/memory/src plugins/sqlite/src plugins/redis/src cont
 MCP1_VENV := .venv-mcp1
 MCP1_STAMP := $(MCP1_VENV)/.installed
 MCP1_PACKAGES := core plugins/memory plugins/sqlite plugins/redis
+# `make demo` needs a runtime only: the core, the embedded default and memory, in a venv of its own
+# (requirements/demo.txt), so a first `make demo` does not build the development toolchain.
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+DEMO_PACKAGES := core plugins/memory plugins/sqlite
 
 .PHONY: demo test lint typecheck unit contract bench clean
 
@@ -29,9 +34,16 @@ $(MCP1_STAMP): requirements/mcp1.txt $(addsuffix /pyproject.toml,$(MCP1_PACKAGES
 		$(addprefix -e ,$(MCP1_PACKAGES))
 	@touch $@
 
-demo: $(STAMP)
+$(DEMO_STAMP): requirements/demo.txt $(addsuffix /pyproject.toml,$(DEMO_PACKAGES))
+	@test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/demo.txt
+	$(DEMO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+		$(addprefix -e ,$(DEMO_PACKAGES))
+	@touch $@
+
+demo: $(DEMO_STAMP)
 	@mkdir -p build
-	$(BIN)/python examples/demo.py
+	$(DEMO_VENV)/bin/python examples/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -45,7 +57,20 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
-unit: $(STAMP) $(MCP1_STAMP)
+# The docs site's browser test (tests/test_docs_site.py) reads the built site in Debian's headless
+# chromium: installed here with apt-get when missing (as root, else through sudo). Where that
+# cannot be done, make goes on and the test is skipped with that reason (a failure under CI=true).
+.PHONY: .browser
+.browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ command -v apt-get >/dev/null 2>&1 && \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo="sudo -n"; fi && \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		chromium >/dev/null; } || \
+	echo "make .browser: chromium could not be installed; the browser test will say so" >&2
+
+unit: $(STAMP) $(MCP1_STAMP) .browser
 	$(BIN)/pytest
 
 # The contract suite exactly as a backend author runs it, on every backend in the repository.
@@ -74,6 +99,13 @@ $(BENCH_STAMP): requirements/bench.txt $(STAMP)
 	then touch $@; \
 	else echo "make bench: requirements/bench.txt not installed; the peers will be skipped" >&2; fi
 
+# Tests at a size too slow for `make test`: the CLI's migration of 100,000 sessions, SQLite to Redis
+# and back (make test runs the same test at 20,000).
+.PHONY: long
+long: $(STAMP)
+	SESSIONSTORE_MIGRATE_SESSIONS=100000 $(BIN)/pytest -p no:cacheprovider \
+		plugins/redis/tests/test_cli_redis.py -k migrate_many_sessions -s
+
 # Speed comparisons, not tests: each prints both sides and their ratio, measured in one run.
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_memory.py
@@ -82,4 +114,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_mcp.py
 
 clean:
-	rm -rf $(VENV) $(MCP1_VENV) dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(MCP1_VENV) $(DEMO_VENV) dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

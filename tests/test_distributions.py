@@ -26,6 +26,8 @@ tests are skipped with that reason, and fail under ``CI=true``.
 
 from __future__ import annotations
 
+import email
+import email.message
 import hashlib
 import importlib.util
 import json
@@ -35,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trove_classifiers
 
 from sessionstore_contract import skip_or_fail
 
@@ -152,7 +156,8 @@ class Venv:
         """``pip install --find-links wheelhouse REQUIREMENTS``, our distributions pinned to the
         version built here; return pip's report of what it installed, checked to have taken each
         of our distributions from our own wheel."""
-        pins = sorted({*OURS, *(r.partition("==")[0] for r in requirements)})
+        # A constraint names a distribution only: "sessionstore[sqlite]" pins "sessionstore".
+        pins = sorted({*OURS, *(re.split(r"[\[=<>~!; ]", r, maxsplit=1)[0] for r in requirements)})
         constraints = self.workdir / "constraints.txt"
         constraints.write_text("".join(f"{name}=={VERSION}\n" for name in pins))
         report = self.workdir / "pip-report.json"
@@ -641,18 +646,41 @@ asyncio.run(main())
 """
 
 
+OPEN_WITHOUT_BACKENDS = """
+import json
+from sessionstore import UnknownBackendError, installed_backends, open_store
+
+try:
+    open_store("sqlite:///never.db")
+except UnknownBackendError as exc:
+    print(json.dumps({"backends": sorted(installed_backends()), "error": str(exc)}))
+"""
+
+
 def test_our_backends_install_from_wheels_with_their_dependencies(
     wheelhouse: Path, user_venv: Venv
 ) -> None:
-    installed = _names(user_venv.install(wheelhouse, "sessionstore-sqlite"))
-    # The core came along, with its own dependencies from the index; no other backend, no driver.
-    assert {"sessionstore-sqlite", "sessionstore", "pydantic", "msgpack", "pluggy"} <= installed
+    """The core alone opens nothing and says which extra to install; the extra installs the
+    backend; a backend's distribution installed by name brings its driver."""
+    installed = _names(user_venv.install(wheelhouse, "sessionstore"))
+    # The core, with its own dependencies from the index; no backend, no driver.
+    assert {"sessionstore", "pydantic", "msgpack", "pluggy", "click"} <= installed
+    assert not {"sessionstore-sqlite", "sessionstore-redis", "sessionstore-memory"} & installed
+    facts = user_venv.python_json(OPEN_WITHOUT_BACKENDS)
+    assert facts["backends"] == []
+    assert facts["error"] == (
+        "no sessionstore backend named 'sqlite' (installed: none); "
+        "install it with: pip install 'sessionstore[sqlite]'"
+    )
+
+    installed = _names(user_venv.install(wheelhouse, "sessionstore[sqlite]"))
+    assert "sessionstore-sqlite" in installed
     assert not {"sessionstore-redis", "sessionstore-memory", "redis", "aiosqlite"} & installed
     db = user_venv.workdir / "sessions.db"
     facts = user_venv.python_json(USE_SQLITE, str(db))
     assert facts["found"] is True
     assert facts["backends"] == ["sqlite"]
-    assert facts["redis"].endswith("install it with: pip install sessionstore-redis")
+    assert facts["redis"].endswith("install it with: pip install 'sessionstore[redis]'")
     assert db.exists()
 
     installed = _names(user_venv.install(wheelhouse, "sessionstore-redis"))
@@ -664,3 +692,96 @@ def test_our_backends_install_from_wheels_with_their_dependencies(
     modules = ["sessionstore", "sessionstore_sqlite", "sessionstore_redis", "redis", "pydantic"]
     where = user_venv.python_json(_WHERE, *modules)
     _assert_outside_repo(user_venv, where)
+
+
+# -- what an index shows of each distribution, and the core's extras ------------------------------
+
+REPOSITORY = "https://github.com/sessionstore/sessionstore"
+PROJECT_URLS = {
+    "Homepage": REPOSITORY,
+    "Documentation": f"{REPOSITORY}/tree/main/docs",
+    "Repository": REPOSITORY,
+    "Issues": f"{REPOSITORY}/issues",
+    "Changelog": f"{REPOSITORY}/blob/main/CHANGELOG.md",
+}
+
+
+def _metadata(wheel: Path) -> email.message.Message:
+    """The wheel's ``METADATA``: what pip and an index read."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return email.message_from_bytes(archive.read(name))
+
+
+@pytest.mark.parametrize("distribution", sorted(OURS))
+def test_each_distribution_describes_itself(wheelhouse: Path, distribution: str) -> None:
+    """Project URLs (the same repository as the docs site's ``repo_url``), classifiers known to
+    the index, and a Markdown description that reads on an index page: no link relative to the
+    repository (they break there), an install line."""
+    meta = _metadata(_wheel(wheelhouse, distribution))
+    urls = dict(value.split(", ", 1) for value in meta.get_all("Project-URL", []))
+    assert urls == PROJECT_URLS
+    site = (REPO / "mkdocs.yml").read_text()
+    assert f"repo_url: {REPOSITORY}\n" in site, "mkdocs.yml's repo_url is the same repository"
+
+    classifiers = meta.get_all("Classifier", [])
+    unknown = set(classifiers) - trove_classifiers.classifiers
+    assert not unknown, f"{distribution}: classifiers the index rejects: {unknown}"
+    for wanted in ("Programming Language :: Python :: 3.11", "Typing :: Typed"):
+        assert wanted in classifiers, f"{distribution} lacks {wanted!r}"
+    assert any(c.startswith("Development Status :: ") for c in classifiers)
+    assert meta["Summary"], f"{distribution} has no summary"
+    assert len(meta["Summary"]) <= 200, meta["Summary"]
+
+    assert meta["Description-Content-Type"] == "text/markdown"
+    description = meta.get_payload()
+    assert isinstance(description, str)
+    assert description.startswith(f"# {distribution}\n"), description[:200]
+    relative = re.findall(r"\]\((?!https?://|#)([^)]*)\)", description)
+    assert not relative, f"{distribution}: links that break on an index page: {relative}"
+    assert "pip install" in description
+    assert REPOSITORY in description
+
+
+def test_the_core_offers_an_extra_per_backend(wheelhouse: Path) -> None:
+    """``sessionstore[sqlite]`` and the others name our distributions at this release's series,
+    and ``[all]`` is every one of them with the MCP integration."""
+    meta = _metadata(_wheel(wheelhouse, "sessionstore"))
+    assert set(meta.get_all("Provides-Extra", [])) == {"sqlite", "redis", "memory", "mcp", "all"}
+    requires: dict[str, set[str]] = {}
+    for line in meta.get_all("Requires-Dist", []):
+        requirement, _, marker = line.partition(";")
+        extra = re.fullmatch(r"\s*extra\s*==\s*['\"](\w+)['\"]\s*", marker)
+        if extra is not None:
+            requires.setdefault(extra[1], set()).add(requirement.strip().replace(" ", ""))
+    for backend in ("sqlite", "redis", "memory"):
+        assert requires[backend] == {f"sessionstore-{backend}<0.2,>=0.1"}, requires[backend]
+    # hatchling writes the extras `all` names out (older tools kept "sessionstore[...]").
+    everything = set().union(*(requires[e] for e in ("sqlite", "redis", "memory", "mcp")))
+    assert requires["all"] in (everything, {"sessionstore[memory,mcp,redis,sqlite]"})
+
+
+def _pins(requirements: Path) -> dict[str, str]:
+    lines = requirements.read_text().splitlines()
+    pairs = (line.split("==") for line in lines if line and not line.startswith("#"))
+    return {name.lower(): version for name, version in pairs}
+
+
+def test_the_demo_environment_is_a_runtime_only(tmp_path: Path) -> None:
+    """``make demo`` builds .venv-demo from requirements/demo.txt (the core's runtime and the
+    tools of an editable install), never the development toolchain of .venv; its pins are
+    dev.txt's, so the demo runs what the tests test."""
+    demo, dev = _pins(REPO / "requirements" / "demo.txt"), _pins(REPO / "requirements" / "dev.txt")
+    assert {name: dev.get(name) for name in demo} == demo
+    core = tomllib.loads((REPO / "core" / "pyproject.toml").read_text())["project"]
+    runtime = {re.split(r"[<>=~! \[]", d, maxsplit=1)[0].lower() for d in core["dependencies"]}
+    assert runtime <= set(demo), "requirements/demo.txt pins every runtime dependency of the core"
+    assert not {"mypy", "ruff", "mkdocs", "pytest"} & set(demo)
+    # What `make demo` would run in a clone where no venv exists yet.
+    done = _run(
+        ["make", "--dry-run", "--always-make", "demo", f"DEMO_VENV={tmp_path / 'demo'}"], cwd=REPO
+    )
+    assert done.returncode == 0, done.stdout
+    assert "requirements/demo.txt" in done.stdout, done.stdout
+    assert "requirements/dev.txt" not in done.stdout, done.stdout
+    assert f"{tmp_path / 'demo'}/bin/python examples/demo.py" in done.stdout, done.stdout

@@ -636,8 +636,18 @@ def test_migrate_resumes_from_a_checkpoint_whose_session_left_the_source(tmp_pat
 def _sessionstore(*args: str) -> subprocess.Popen[str]:
     assert SCRIPT.exists(), f"{SCRIPT} is missing: install core (make .venv/.installed)"
     return subprocess.Popen(
-        [str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [str(SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As on a user's terminal: a test run started in the background (`make test &`) has
+        # SIGINT ignored, the child would inherit that, and Ctrl-C would never reach it.
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_interrupted_migration_resumes_where_it_stopped(tmp_path: Path) -> None:

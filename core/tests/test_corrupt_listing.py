@@ -223,9 +223,18 @@ def _assert_names_the_unreadable_records(result: Result) -> list[str]:
     lines = result.stderr.splitlines()
     for session_id in BAD:
         assert any(f"{session_id!r}" in line and "skipped" in line for line in lines), lines
-    assert lines[-1].startswith("sessionstore: error: 3 stored records could not be read"), lines
-    assert all(f"{session_id!r}" in lines[-1] for session_id in BAD), lines[-1]
+    last = _as_text(lines[-1])
+    assert last.startswith("sessionstore: error: 3 stored records could not be read"), lines
+    assert all(f"{session_id!r}" in last for session_id in BAD), last
     return lines
+
+
+def _as_text(line: str) -> str:
+    """A failure line as text: with --json it is ``{"error": {"kind", "message", "status"}}``."""
+    if not line.startswith("{"):
+        return line
+    error = json.loads(line)["error"]
+    return f"sessionstore: {error['kind']}: {error['message']}"
 
 
 def test_ls_goes_on_past_unreadable_records_names_them_and_fails(damaged: Damaged) -> None:

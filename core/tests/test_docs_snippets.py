@@ -368,6 +368,17 @@ def test_backend_guide_builds_a_backend_that_passes_the_contract(tmp_path: Path)
     assert all(any(d in reason for d in declined) for _, reason in skips), skips
     assert sum(int(n) for n, _ in skips) == int(counts[2]), skips
     assert "optional raw_get hook" in run.stdout, run.stdout[-2000:]
+    # What the page shows of such a run ("## 5. Prove it") is this run: its counts, and each
+    # skip it lists with its number, are the real ones.
+    text = (REPO / page.path).read_text(encoding="utf-8")
+    shown = re.findall(r"^(\d+) passed, (\d+) skipped in ", text, re.MULTILINE)
+    assert shown == [(counts[1], counts[2])], f"the page shows {shown}; the run: {summary}"
+    shown_skips = re.findall(r"^SKIPPED \[(\d+)\] \.\.\.: (.*)$", text, re.MULTILINE)
+    assert shown_skips, "the page shows the skips of the run"
+    for number, reason in shown_skips:
+        assert (number, reason) in skips, (
+            f"the page shows SKIPPED [{number}] {reason!r}; the run: {skips}"
+        )
 
 
 def _contract_test_cases() -> int:

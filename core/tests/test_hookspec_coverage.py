@@ -77,7 +77,8 @@ def hookspec_reference_html(tmp_path_factory: pytest.TempPathFactory) -> str:
         check=False,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    return (site / "reference" / "hookspecs" / "index.html").read_text(encoding="utf-8")
+    # Pages are files (mkdocs.yml: use_directory_urls: false, so the site opens from a folder).
+    return (site / "reference" / "hookspecs.html").read_text(encoding="utf-8")
 
 
 def _text(page: str) -> str:

@@ -48,11 +48,25 @@ def test_defaults() -> None:
     assert session.created_at.tzinfo is UTC
 
 
-def test_generated_id_is_32_url_safe_characters() -> None:
+def test_generated_id_is_33_url_safe_characters() -> None:
     session_id = Session(transport="stdio").id
-    assert len(session_id) == 32
+    assert len(session_id) == 33
     assert set(session_id) <= set(string.ascii_letters + string.digits + "-_")
     assert validate_session_id(session_id) == session_id
+
+
+def test_generated_ids_never_start_with_a_dash_and_keep_192_bits() -> None:
+    """An id starting with ``-`` reads as an option on a command line; about 1 in 64 of the old
+    ids did, so 20,000 of them all but surely held one (chance of none: (63/64)**20000)."""
+    ids = [new_session_id() for _ in range(20_000)]
+    assert not [i for i in ids if i.startswith("-")]
+    # Every character after the first is drawn from all 64 (6 bits each, 32 of them: 192 bits),
+    # and the first from the 63 others: each shows up among 20,000 draws.
+    url_safe = set(string.ascii_letters + string.digits + "-_")
+    assert {i[0] for i in ids} == url_safe - {"-"}
+    for position in (1, 16, 32):
+        assert {i[position] for i in ids} == url_safe
+    assert {len(i) for i in ids} == {33}
 
 
 def test_generated_ids_are_unique() -> None:

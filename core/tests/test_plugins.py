@@ -153,17 +153,20 @@ def test_name_claimed_by_two_distributions(install_distribution: InstallDistribu
 
 
 @pytest.mark.parametrize(
-    ("spec", "name", "distribution"),
+    ("spec", "name", "extra"),
     [
-        ("sqlite", "sqlite", "sessionstore-sqlite"),
-        ("sqlite:///sessions.db", "sqlite", "sessionstore-sqlite"),
-        ("redis://localhost:6379/0", "redis", "sessionstore-redis"),
-        ("rediss://user:secret@host/0", "rediss", "sessionstore-redis"),
+        ("sqlite", "sqlite", "sqlite"),
+        ("sqlite:///sessions.db", "sqlite", "sqlite"),
+        ("memory", "memory", "memory"),
+        ("redis://localhost:6379/0", "redis", "redis"),
+        ("rediss://user:secret@host/0", "rediss", "redis"),
+        ("redis+cluster://h1:7000,h2:7001", "redis+cluster", "redis"),
     ],
 )
 def test_unknown_own_backend_says_what_to_install(
-    fake_db: Any, spec: str, name: str, distribution: str, monkeypatch: pytest.MonkeyPatch
+    fake_db: Any, spec: str, name: str, extra: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The hint names the core's extra (core/pyproject.toml), which installs the backend."""
     listed = plugins._entry_points
     # As if the backend's distribution were not installed here.
     monkeypatch.setattr(plugins, "_entry_points", lambda: [e for e in listed() if e.name != name])
@@ -171,9 +174,9 @@ def test_unknown_own_backend_says_what_to_install(
         open_store(spec)
     error = info.value
     assert error.name == name
-    assert {"memory", "fakedb", "brokenplug"} <= set(error.installed)
-    assert f"pip install {distribution}" in str(error)
-    assert "memory" in str(error)
+    assert {"fakedb", "brokenplug"} <= set(error.installed)
+    assert name not in error.installed
+    assert f"pip install 'sessionstore[{extra}]'" in str(error)
     assert "fakedb" in str(error)
     assert "secret" not in str(error)
 

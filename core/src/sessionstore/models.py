@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import string
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -57,6 +58,7 @@ class TransportType(StrEnum):
     """How the client reaches the MCP server."""
 
     STDIO = "stdio"
+    """Standard input and output of a local process."""
     HTTP = "http"
     """Streamable HTTP."""
     SSE = "sse"
@@ -67,22 +69,37 @@ class ResponseMode(StrEnum):
     """How the upstream answers, as learnt from its ``Content-Type``."""
 
     JSON = "json"
+    """One JSON response per request (``application/json``)."""
     SSE_STREAM = "sse_stream"
+    """A stream of server-sent events (``text/event-stream``), resumable by event id."""
     PASSTHROUGH = "passthrough"
+    """Anything else, relayed as it comes."""
 
 
 class SessionStatus(StrEnum):
     """Where a session is in its life."""
 
     ACTIVE = "active"
+    """In use: the default of a new session."""
     CLOSING = "closing"
+    """Being shut down: the application set it and is ending the session."""
     CLOSED = "closed"
+    """Ended; the store keeps it until it expires or is deleted."""
     FAILED = "failed"
+    """Ended by an error."""
+
+
+_FIRST_ID_CHARACTERS = string.ascii_letters + string.digits + "_"
 
 
 def new_session_id() -> str:
-    """Return a fresh id: 32 URL-safe characters from the OS CSPRNG (192 bits)."""
-    return secrets.token_urlsafe(24)
+    """Return a fresh id from the OS CSPRNG: 33 URL-safe characters, 197 bits.
+
+    The first character is a letter, digit or ``_``, never ``-``: an id that starts with ``-``
+    reads as an option on a command line (``sessionstore show -abc``). The 32 after it are
+    ``secrets.token_urlsafe(24)``: 192 bits, as the ids of earlier releases had in all.
+    """
+    return secrets.choice(_FIRST_ID_CHARACTERS) + secrets.token_urlsafe(24)
 
 
 def validate_session_id(value: object, *, what: str = "session id") -> str:
@@ -222,13 +239,21 @@ class Session(BaseModel):
     id: SessionId = Field(default_factory=new_session_id)
     """The proxy's (or server's) session id: 1-255 visible ASCII characters."""
     transport: TransportType
+    """How the client reaches the server; required (a string such as ``"http"`` is accepted)."""
     response_mode: ResponseMode | None = None
+    """How the upstream answers; ``None`` until it first did."""
     upstream_session_id: SessionId | None = None
     """The upstream server's own session id, when this session is proxied."""
     status: SessionStatus = SessionStatus.ACTIVE
+    """Where the session is in its life."""
     created_at: UtcDatetime = Field(default_factory=_utcnow)
+    """When the session was made (UTC, timezone-aware); never changed by the store."""
     last_activity: UtcDatetime = Field(default_factory=_utcnow)
+    """When the session was last used (UTC, timezone-aware); :meth:`touch` sets it to now. The
+    idle lifetime (``ttl``) counts from each write, not from this field."""
     version: int = Field(default=0, ge=0)
+    """Managed by the store: 0 for a session never stored, 1 once created, one more per update.
+    An update succeeds only when it carries the stored version (compare-and-set)."""
     metadata: Metadata = Field(default_factory=dict)
     """JSON-compatible extras (see :func:`check_json_value`)."""
 

@@ -37,12 +37,15 @@ BackendFactory = Callable[..., object]
 """``factory(spec: str, *, namespace: str, **options) -> backend``: returns an object whose
 ``@hookimpl`` methods implement :mod:`sessionstore.hookspecs` for that one namespace."""
 
-# Only for the hint in UnknownBackendError: which distribution provides our own backends.
-_KNOWN_DISTRIBUTIONS = {
-    "memory": "sessionstore-memory",
-    "sqlite": "sessionstore-sqlite",
-    "redis": "sessionstore-redis",
-    "rediss": "sessionstore-redis",
+# Only for the hint in UnknownBackendError: the extra of the core (core/pyproject.toml) that
+# installs each of our own backends, the same as its distribution sessionstore-<extra>.
+_KNOWN_EXTRAS = {
+    "memory": "memory",
+    "sqlite": "sqlite",
+    "redis": "redis",
+    "rediss": "redis",
+    "redis+cluster": "redis",
+    "rediss+cluster": "redis",
 }
 
 
@@ -107,9 +110,10 @@ def load_backend_factory(name: str) -> BackendFactory:
 
 
 def _install_hint(name: str) -> str:
-    dist = _KNOWN_DISTRIBUTIONS.get(name)
-    if dist is not None:
-        return f"install it with: pip install {dist}"
+    extra = _KNOWN_EXTRAS.get(name)
+    if extra is not None:
+        # The quotes keep a shell's globbing off the brackets (zsh fails without them).
+        return f"install it with: pip install 'sessionstore[{extra}]'"
     return (
         f"install the distribution that provides it (by convention sessionstore-{name}), "
         f"which registers {name!r} in the entry-point group {ENTRY_POINT_GROUP!r}"

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import timedelta
 from math import inf
 from threading import get_ident
-from types import CoroutineType, TracebackType
+from types import CoroutineType, EllipsisType, TracebackType
 from typing import Any
 
 from .capabilities import Capability
@@ -169,6 +169,7 @@ def open_store(
     if fallback is None and fallback_options is not None:
         raise ConfigurationError("fallback_options given without fallback")
     fallback_settings = check_fallback_options(fallback_options)
+    middleware = tuple(middleware)  # an iterable: read once, used here and by sibling()
     factory, name, spec_text = _resolve(spec)
     fallback_middleware = None
     if fallback is not None:
@@ -186,7 +187,7 @@ def open_store(
             fallback_name=fallback_name,
             **fallback_settings,
         )
-    return SessionStore(
+    store = SessionStore(
         backend,
         backend_name=name,
         spec=spec_text,
@@ -196,9 +197,29 @@ def open_store(
         event_retention=event_retention,
         page_size=page_size,
         modify_attempts=modify_attempts,
-        middleware=tuple(middleware),
+        middleware=middleware,
         fallback=fallback_middleware,
     )
+
+    def reopen(
+        namespace: str, ttl: float | timedelta | None, middleware: tuple[object, ...]
+    ) -> SessionStore:
+        return open_store(
+            spec,
+            namespace=namespace,
+            ttl=ttl,
+            clock=clock,
+            event_retention=event_retention,
+            page_size=page_size,
+            modify_attempts=modify_attempts,
+            middleware=middleware,
+            fallback=fallback,
+            fallback_options=fallback_options,
+            **options,
+        )
+
+    store._reopen = reopen
+    return store
 
 
 def _resolve(spec: object, what: str = "store spec") -> tuple[BackendFactory, str, str]:
@@ -309,6 +330,10 @@ class SessionStore:
         self._modify_attempts = modify_attempts
         self._fallback = fallback
         self._closed = False
+        # open_store's arguments, to open sibling() stores; None for a store made otherwise.
+        self._reopen: (
+            Callable[[str, float | timedelta | None, tuple[object, ...]], SessionStore] | None
+        ) = None
         # The event loop the store is bound to, and the thread running it: see _bind.
         self._loop: AbstractEventLoop | _Unbound = _UNBOUND
         self._loop_thread_id = 0  # no thread has ident 0
@@ -345,6 +370,36 @@ class SessionStore:
     def capabilities(self) -> dict[Capability, str]:
         """The capabilities this backend declares it lacks, with the reason for each."""
         return capabilities_of(self._pm, self._backend_name)
+
+    def sibling(
+        self, namespace: str, *, ttl: float | timedelta | EllipsisType | None = ...
+    ) -> SessionStore:
+        """A new store on the same backend as this one, in another ``namespace``.
+
+        It is opened as :func:`open_store` opened this store (the same spec, backend options,
+        clock, event retention, page size, middleware and fallback) with ``namespace``, and with
+        ``ttl`` when given (``None``: records that never expire), else this store's ttl. It sees
+        the data that a second ``open_store`` call with the same spec would see: the same
+        database, Redis server or named ``memory://`` store (a private ``"memory"`` store shares
+        nothing, so its sibling is a new, empty one). It has its own connections: close it on
+        its own (``async with store.sibling(...) as other:``); closing either leaves the other
+        open.
+
+        Raises :class:`~sessionstore.ConfigurationError` for an invalid namespace, or for a
+        store that :func:`open_store` did not make, and :class:`StoreClosedError` once this
+        store is closed.
+        """
+        if self._closed:
+            raise StoreClosedError(f"store {self._spec} is closed")
+        if self._reopen is None:
+            raise ConfigurationError(
+                "sibling() needs a store made by open_store(): this one was constructed directly"
+            )
+        if ttl is ...:
+            ttl = self.ttl
+        # The fallback is opened again by open_store (it is not a plain middleware).
+        middleware = tuple(m for m in self._middleware if m is not self._fallback)
+        return self._reopen(namespace, ttl, middleware)
 
     def add_middleware(self, plugin: object) -> None:
         """Wrap this store's hooks with ``plugin`` (see :mod:`sessionstore.middleware`)."""
@@ -586,6 +641,30 @@ class SessionStore:
                     on_corrupt(error)
                     continue
                 yield session
+            if cursor is None:
+                return
+
+    async def iter_sessions_with_deadlines(
+        self, *, on_corrupt: CorruptHandler | None = None
+    ) -> AsyncIterator[tuple[Session, int | None]]:
+        """As :meth:`iter_sessions`, with each session's deadline: when it expires, Unix time in
+        milliseconds, or ``None`` for never (what ``sessionstore ls`` shows)."""
+        cursor: str | None = None
+        while True:
+            records, cursor = await self._call(
+                "session_page", cursor, self._page_size, self._now_ms()
+            )
+            for record in records:
+                try:
+                    if isinstance(record, CorruptRecordError):  # see the session_page hookspec
+                        raise record
+                    session = decode_session(record)
+                except CorruptRecordError as error:
+                    if on_corrupt is None:
+                        raise
+                    on_corrupt(error)
+                    continue
+                yield session, record.deadline_ms
             if cursor is None:
                 return
 

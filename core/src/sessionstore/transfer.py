@@ -612,7 +612,12 @@ class MigrationCheckpoint:
     def save(self, last_id: str, handled: int) -> None:
         state = {"format": CHECKPOINT_FORMAT, **self._route, "last_id": last_id, "handled": handled}
         temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps(state) + "\n", encoding="utf-8")
+        temporary.unlink(missing_ok=True)
+        # Owner-only (0600), as the databases and export files are: it names the stores and
+        # which sessions they hold.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as out:
+            out.write(json.dumps(state) + "\n")
         os.replace(temporary, self.path)
 
     def remove(self) -> None:

@@ -93,7 +93,8 @@ def parse_spec(spec: str) -> Endpoint:
     url = parse_url(spec, what="Redis store spec")
     if url.query is not None or url.fragment is not None:
         raise ConfigurationError(
-            f"Redis store spec {display!r}: pass options as open_store keywords, not in the URL"
+            f"Redis store spec {display!r}: pass options as open_store keywords (on the "
+            "sessionstore command line: -o key=value), not in the URL"
         )
     username, password = url.username or None, url.password
     hosts, tail = url.host, url.path[1:]

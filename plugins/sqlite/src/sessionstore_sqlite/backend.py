@@ -89,8 +89,8 @@ def database_path(spec: str) -> Path:
         )
     if url.query is not None or url.fragment is not None:
         raise ConfigurationError(
-            f"SQLite store spec {redact_url(spec)!r}: pass options as open_store keywords, "
-            "not in the URL"
+            f"SQLite store spec {redact_url(spec)!r}: pass options as open_store keywords "
+            "(on the sessionstore command line: -o key=value), not in the URL"
         )
     if path[1:] == ":memory:":
         raise ConfigurationError(
@@ -130,7 +130,8 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise StoreUnavailableError(
-            f"cannot open SQLite database {where}: folder {folder} does not exist"
+            f"cannot open SQLite database {where}: folder {folder} does not exist (an absolute "
+            "path takes four slashes: sqlite:////abs/path.db; three start a relative one)"
         )
     _create_owner_only(path, where)
     conn = None

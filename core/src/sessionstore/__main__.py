@@ -1,0 +1,5 @@
+"""``python -m sessionstore``: the ``sessionstore`` command (see :mod:`sessionstore.cli`)."""
+
+from .cli import main
+
+main()

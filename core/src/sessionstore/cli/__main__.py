@@ -1,0 +1,5 @@
+"""``python -m sessionstore.cli``: the ``sessionstore`` command."""
+
+from . import main
+
+main()
