@@ -11,17 +11,23 @@ one JSON command a line on stdin:
 
 - ``{"op": "call", "label": "first", "steps": 10, "delay": 0.2, "timeout": 20}`` calls the
   ``progress`` tool with a progress callback, ``timeout`` seconds at most;
+- ``{"op": "ask", "label": "q", "kind": "elicitation", "timeout": 20, "gate": false}`` calls
+  the ``ask`` tool, whose server asks this client (``kind``: ``elicitation`` or ``sampling``);
+  the client's callbacks answer ``yes-<label>`` / ``sampled-<label>``, with ``gate`` only once
+  a ``{"op": "let"}`` line came;
 - ``{"op": "quit"}`` (or end of input) leaves without deleting the session.
 
 It writes one JSON object a line on stdout, flushed, each with ``t`` (``time.time()``):
 ``ready`` (with ``session``), ``http`` (every HTTP response: ``method``, ``status``, ``session``
 sent, ``last_event_id`` sent), ``progress`` (``call``, ``progress``, ``total``, ``message``),
 ``result`` (``call``, ``text``, ``is_error``), ``error`` (``call``, ``type``, ``code``,
-``message``) and ``bye``. The SDK's transport logs at DEBUG on stderr.
+``message``), ``asked`` (``method``, ``message``: the server asked) and ``bye``. The SDK's
+transport logs at DEBUG on stderr.
 """
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -31,6 +37,8 @@ from importlib.metadata import version
 from typing import Any
 
 SDK_MAJOR = int(version("mcp").split(".")[0])
+
+types: Any = importlib.import_module("mcp_types" if SDK_MAJOR >= 2 else "mcp.types")
 
 if SDK_MAJOR >= 2:
     import httpx2 as httpx
@@ -72,28 +80,68 @@ def http_client(token: str) -> Any:
     )
 
 
+STDIN = asyncio.Lock()  # one reader of stdin at a time: the command loop, or a gated answer
+
+
 async def next_command() -> dict[str, Any]:
-    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    async with STDIN:
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     if not line.strip():
         return {"op": "quit"}
     command: dict[str, Any] = json.loads(line)
     return command
 
 
+GATE = [False]  # whether answers to the server's requests wait for a "let" command
+
+
+async def let_through() -> None:
+    """With the current ``ask`` command's ``gate``, wait for a ``{"op": "let"}`` line (the call
+    may end first, with an error: the line may then come after the command loop's next read)."""
+    while GATE[0]:
+        command = await next_command()
+        if command["op"] in ("let", "quit"):
+            return
+
+
+async def on_elicitation(context: Any, params: Any) -> Any:
+    """Answer an elicitation: accept, with ``answer`` = ``yes-<the question without ?>``."""
+    question = str(params.message).rstrip("?")
+    emit("asked", method="elicitation/create", message=question)
+    await let_through()
+    return types.ElicitResult(action="accept", content={"answer": f"yes-{question}"})
+
+
+async def on_sampling(context: Any, params: Any) -> Any:
+    """Answer a sampling request: ``sampled-<the first message's text>``."""
+    text = str(getattr(params.messages[0].content, "text", ""))
+    emit("asked", method="sampling/createMessage", message=text)
+    await let_through()
+    content = types.TextContent(type="text", text=f"sampled-{text}")
+    return types.CreateMessageResult(role="assistant", content=content, model="e2e")
+
+
 async def call(caller: Any, command: dict[str, Any]) -> None:
-    """Run one ``progress`` call through ``caller(arguments, limit, callback)``; report it."""
+    """Run one call through ``caller(tool, arguments, limit, callback)``; report it. ``call``:
+    the ``progress`` tool; ``ask``: the ``ask`` tool (the server asks this client something,
+    answered once the command's ``gate`` file exists, if it names one)."""
     label = command.get("label", "call")
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         emit("progress", call=label, progress=progress, total=total, message=message)
 
-    arguments = {
-        "steps": command.get("steps", 10),
-        "delay": command.get("delay", 0.2),
-        "label": label,
-    }
+    if command["op"] == "ask":
+        tool, arguments = "ask", {"kind": command.get("kind", "elicitation"), "label": label}
+        GATE[0] = bool(command.get("gate"))
+    else:
+        tool = "progress"
+        arguments = {
+            "steps": command.get("steps", 10),
+            "delay": command.get("delay", 0.2),
+            "label": label,
+        }
     try:
-        result = await caller(arguments, float(command.get("timeout", 20.0)), on_progress)
+        result = await caller(tool, arguments, float(command.get("timeout", 20.0)), on_progress)
     except Exception as exc:
         error = getattr(exc, "error", None)
         emit(
@@ -114,8 +162,10 @@ async def serve_commands(caller: Any) -> None:
         command = await next_command()
         if command["op"] == "quit":
             return
-        if command["op"] == "call":
+        if command["op"] in ("call", "ask"):
             await call(caller, command)
+        elif command["op"] == "let":
+            pass  # for a gated answer whose call ended first: see let_through
         else:
             emit("error", call=None, type="ProtocolError", code=None, message=repr(command))
 
@@ -123,13 +173,21 @@ async def serve_commands(caller: Any) -> None:
 async def run_sdk2(url: str, token: str) -> None:
     async with http_client(token) as http:
         transport = streamable_http_client(url, http_client=http, terminate_on_close=False)
-        async with Client(transport, mode="legacy", cache=None) as client:
+        async with Client(
+            transport,
+            mode="legacy",
+            cache=None,
+            elicitation_callback=on_elicitation,
+            sampling_callback=on_sampling,
+        ) as client:
             await client.list_tools()
             emit("ready", session=SESSION_IDS[-1], sdk=version("mcp"))
 
-            async def caller(arguments: dict[str, Any], limit: float, callback: Any) -> Any:
+            async def caller(
+                tool: str, arguments: dict[str, Any], limit: float, callback: Any
+            ) -> Any:
                 return await client.call_tool(
-                    "progress", arguments, read_timeout_seconds=limit, progress_callback=callback
+                    tool, arguments, read_timeout_seconds=limit, progress_callback=callback
                 )
 
             await serve_commands(caller)
@@ -139,15 +197,20 @@ async def run_sdk1(url: str, token: str) -> None:
     async with (
         http_client(token) as http,
         streamable_http_client(url, http_client=http, terminate_on_close=False) as streams,
-        ClientSession(streams[0], streams[1]) as session,
+        ClientSession(
+            streams[0],
+            streams[1],
+            elicitation_callback=on_elicitation,
+            sampling_callback=on_sampling,
+        ) as session,
     ):
         await session.initialize()
         await session.list_tools()  # 1.x lists them after a call otherwise, to validate results
         emit("ready", session=streams[2](), sdk=version("mcp"))
 
-        async def caller(arguments: dict[str, Any], limit: float, callback: Any) -> Any:
+        async def caller(tool: str, arguments: dict[str, Any], limit: float, callback: Any) -> Any:
             return await session.call_tool(
-                "progress",
+                tool,
                 arguments,
                 read_timeout_seconds=timedelta(seconds=limit),
                 progress_callback=callback,

@@ -26,9 +26,10 @@ from typing import Any
 
 import anyio
 
-from ..errors import EventNotFoundError, SessionStoreError
+from ..errors import EventNotFoundError, InvalidSessionError, SessionStoreError
 from ..records import Event
 from ..store import SessionStore
+from ._fastmcp import looks_scoped
 from ._sdk import (
     ANSWER_KINDS,
     EventMessage,
@@ -59,6 +60,20 @@ INTERRUPTED_ERROR_CODE = -32603
 _SEPARATOR = b"\n"
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+LOGGED_LENGTH = 80
+"""The most characters of a client-chosen value (session id, event id, stream id, message) a log
+line shows: a client must not choose the size of the server's log lines."""
+
+
+def shown(value: object, limit: int = LOGGED_LENGTH) -> str:
+    """``value`` for a log line: its ``repr`` (so control characters cannot forge lines), cut
+    to ``limit`` characters with a note of the whole length when longer."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def check_instance_id(instance_id: str, *, longest: int = 80) -> str:
@@ -92,13 +107,19 @@ class SessionScope:
     request's own events never reach a client, so they are not stored. The layer turns it on
     once the session is restored; the SDK's session task, which shares this object, then
     records.
+
+    ``store`` is the store holding the session (set by the layer), through which a tool reaches
+    its session's state (:func:`sessionstore.mcp.current_session`); ``None`` when not given.
     """
 
-    __slots__ = ("recording", "replayed", "session_id")
+    __slots__ = ("recording", "replayed", "session_id", "store")
 
-    def __init__(self, session_id: str, *, recording: bool = True) -> None:
+    def __init__(
+        self, session_id: str, *, recording: bool = True, store: SessionStore | None = None
+    ) -> None:
         self.session_id = session_id
         self.recording = recording
+        self.store = store
         self.replayed: str | None = None  # the stream a resuming request replayed
 
     def __repr__(self) -> str:
@@ -111,13 +132,17 @@ _current: contextvars.ContextVar[SessionScope | None] = contextvars.ContextVar(
 
 
 @contextmanager
-def session_scope(session_id: str, *, recording: bool = True) -> Iterator[SessionScope]:
+def session_scope(
+    session_id: str, *, recording: bool = True, store: SessionStore | None = None
+) -> Iterator[SessionScope]:
     """Make ``session_id`` the MCP session of the code inside, and of the tasks it starts.
 
     The roaming layer does this for every request; call it yourself only when driving a
-    :class:`SessionEventStore` without the layer (a benchmark, a custom transport).
+    :class:`SessionEventStore` without the layer (a benchmark, a custom transport). Give
+    ``store`` (the store holding the session) to let the code inside use
+    :func:`~sessionstore.mcp.current_session`.
     """
-    scope = SessionScope(session_id, recording=recording)
+    scope = SessionScope(session_id, recording=recording, store=store)
     token = _current.set(scope)
     try:
         yield scope
@@ -165,6 +190,10 @@ class SessionEventStore(EventStore):
         # instance waits for them (see wait_for_answers).
         self._unanswered: set[tuple[str, str]] = set()
         self._all_answered: anyio.Event | None = None
+        self._warned_scoped = False
+        # Sees each message the SDK sends before it is stored and sent (McpSessions sets the
+        # reply relay's, which gives server-to-client requests ids naming this instance).
+        self.outgoing: Callable[[str, Any], Awaitable[None]] | None = None
         self.instance_id = check_instance_id(
             secrets.token_hex(8) if instance_id is None else instance_id
         )
@@ -209,6 +238,16 @@ class SessionEventStore(EventStore):
             )
         if not scope.recording:
             return f"unrecorded-{secrets.token_hex(8)}"
+        if not self._warned_scoped and looks_scoped(stream_id):
+            self._warned_scoped = True
+            logger.error(
+                "MCP session %s: stream ids carry FastMCP's per-transport prefix, so its "
+                "streams cannot resume on another instance: serve mcp.http_app() through "
+                "McpSessions.wrap(), which keeps FastMCP from wrapping this event store",
+                shown(scope.session_id),
+            )
+        if self.outgoing is not None and message is not None:
+            await self.outgoing(scope.session_id, message)
         request = (scope.session_id, stream_id)
         answers = False
         if stream_id != GET_STREAM_ID and not (message is None and stream_id == scope.replayed):
@@ -224,7 +263,10 @@ class SessionEventStore(EventStore):
             # Raising would stop the SDK's message router and with it the session: the event
             # still goes out live, it just cannot be replayed.
             logger.warning(
-                "event of session %s stream %s not stored: %s", scope.session_id, stream_id, exc
+                "event of session %s stream %s not stored: %s",
+                shown(scope.session_id),
+                shown(stream_id),
+                shown(exc, 300),
             )
             return f"unstored-{secrets.token_hex(8)}"
         finally:
@@ -242,19 +284,29 @@ class SessionEventStore(EventStore):
         scope = _current.get()
         if scope is None:
             logger.warning(
-                "replay of %r outside an MCP session scope: nothing replayed", last_event_id
+                "replay of %s outside an MCP session scope: nothing replayed",
+                shown(last_event_id),
             )
             return None
         session_id = scope.session_id
         parsed = _parse_client_event_id(last_event_id)
         if parsed is None:
-            logger.info("replay of %r for session %s: not an id of ours", last_event_id, session_id)
+            logger.info(
+                "replay of %s for session %s: not an id of ours",
+                shown(last_event_id),
+                shown(session_id),
+            )
             return None
         producer, cursor = parsed
         try:
             stream_id, events = await self.store.replay_events_after(cursor, session_id=session_id)
-        except EventNotFoundError as exc:
-            logger.info("replay of %r for session %s: %s", last_event_id, session_id, exc)
+        except (EventNotFoundError, InvalidSessionError) as exc:  # unknown, or no id at all
+            logger.info(
+                "replay of %s for session %s: %s",
+                shown(last_event_id),
+                shown(session_id),
+                shown(exc, 300),
+            )
             return None
         scope.replayed = stream_id
         replay = _Replay(stream_id, cursor, producer)
@@ -322,7 +374,7 @@ class SessionEventStore(EventStore):
             except EventNotFoundError:
                 return  # the session ended or the cursor fell out of retention
             except SessionStoreError as exc:
-                logger.warning("following session %s: %s", session_id, exc)
+                logger.warning("following session %s: %s", shown(session_id), shown(exc, 300))
                 continue
             if events:
                 await replay.deliver(events, send_callback)
@@ -375,9 +427,9 @@ class SessionEventStore(EventStore):
             event_id = f"unstored-{secrets.token_hex(8)}"
         logger.warning(
             "session %s: request %s interrupted (instance %s stopped)",
-            session_id,
-            stream_id,
-            producer,
+            shown(session_id),
+            shown(stream_id),
+            shown(producer),
         )
         await send_callback(EventMessage(message, event_id))
 

@@ -3,8 +3,10 @@
 Each instance keeps one record, ``mcp-instance.<instance id>``, whose metadata holds the wall-clock
 time of its last beat; it beats every ``interval`` seconds and deletes the record when it stops
 cleanly. Another instance counts it dead once its last beat is ``ttl`` seconds old (or the record
-is gone). The records are ordinary sessions of the namespace: they show in counts and listings.
-Clocks of the hosts must agree to well within ``ttl``.
+is gone). :class:`~sessionstore.mcp.McpSessions` keeps these records in the layer's own namespace
+(:func:`~sessionstore.mcp.layer_namespace`), apart from the application's sessions, in a store
+whose ttl removes the record of a killed instance on its own. Clocks of the hosts must agree to
+well within ``ttl``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .._tasks import cancel_and_wait
 from ..errors import SessionNotFoundError, SessionStoreError
 from ..models import Session, TransportType
 from ..store import SessionStore
+from .events import shown
 
 __all__ = ["INSTANCE_ID_PREFIX", "Heartbeat"]
 
@@ -79,7 +82,7 @@ class Heartbeat:
         except SessionNotFoundError:
             return False
         except SessionStoreError as exc:
-            logger.warning("liveness of %s unknown: %s", instance_id, exc)
+            logger.warning("liveness of %s unknown: %s", shown(instance_id), shown(exc, 300))
             return True
         beat = record.metadata.get(_BEAT)
         if isinstance(beat, int | float) and time.time() - beat < self.ttl:
@@ -89,7 +92,9 @@ class Heartbeat:
         try:
             await self._store.delete_session(record.id)
         except SessionStoreError as exc:
-            logger.warning("heartbeat record of %s not deleted: %s", instance_id, exc)
+            logger.warning(
+                "heartbeat record of %s not deleted: %s", shown(instance_id), shown(exc, 300)
+            )
         return False
 
     async def _run(self) -> None:

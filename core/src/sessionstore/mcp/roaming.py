@@ -3,7 +3,8 @@
 :class:`McpSessions` puts an ASGI layer in front of the SDK's Streamable HTTP app. The layer
 
 - gives each new session an id of its own (the SDK's id stays on the instance that made it) and
-  keeps, in the store, the session's initialize request and a digest of its principal;
+  keeps, in the store, the session's initialize request (its exact text, bounded in size) and a
+  digest of its principal;
 - on a request for a session this instance does not know but the store does (and for the same
   principal), replays the kept initialize request (and the ``initialized`` notification) to the
   local SDK app, then serves the request as if the session had started here;
@@ -11,7 +12,14 @@
   (never created, expired, deleted elsewhere) or the principal differs;
 - deletes the session from the store when the client ends it (``DELETE``);
 - runs the instance's heartbeat and binds the :class:`SessionEventStore`, whose replays follow a
-  stream another instance produces (see :mod:`sessionstore.mcp.events`).
+  stream another instance produces (see :mod:`sessionstore.mcp.events`);
+- optionally limits the sessions of each principal and of the fleet (:mod:`.limits`).
+
+Where the SDK's app is a Starlette app with a route for ``path`` (what the SDK's
+``streamable_http_app()`` returns), the per-request handling goes inside that route, behind the
+SDK's own authentication middleware, so the layer sees the user the SDK authenticated. The
+layer's own records (instance heartbeats, limit ledgers) live in a namespace of their own
+(:func:`layer_namespace`), never among the application's sessions.
 
 Requests outside ``path``, and requests of the 2026 stateless protocol (no session), pass through.
 """
@@ -19,6 +27,7 @@ Requests outside ``path``, and requests of the 2026 stateless protocol (no sessi
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -30,6 +39,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import pydantic_core
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    RequireAuthMiddleware,
+    authorization_context,
+)
+from starlette.applications import Starlette
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Mount, Route, Router
 
 from .._tasks import cancel_and_wait
 from ..errors import (
@@ -40,10 +58,20 @@ from ..errors import (
 )
 from ..models import Session, TransportType, new_session_id
 from ..store import SessionStore, open_store
-from .events import SessionEventStore, check_instance_id, session_scope
+from ._fastmcp import ScopedAdapters
+from ._sdk import SDK_MAJOR
+from .events import SessionEventStore, check_instance_id, session_scope, shown
 from .instances import Heartbeat
+from .limits import MAX_PER_PRINCIPAL, MAX_SESSIONS, SessionLimits, check_limit
+from .replies import DEFAULT_REPLY_TIMEOUT, ReplyRelay, parse_reply
 
-__all__ = ["MCP_METADATA_KEY", "McpSessions", "default_principal"]
+__all__ = [
+    "DEFAULT_MAX_INITIALIZE_BYTES",
+    "MCP_METADATA_KEY",
+    "McpSessions",
+    "default_principal",
+    "layer_namespace",
+]
 
 logger = logging.getLogger("sessionstore.mcp")
 
@@ -68,17 +96,36 @@ _REPLAYED_HEADERS = {
     b"accept",
 }
 _MAX_BODY = 4 * 1024 * 1024  # the SDK's own default limit
+DEFAULT_MAX_INITIALIZE_BYTES = 64 * 1024
+"""The default of ``McpSessions(max_initialize_bytes=...)``: the largest initialize request the
+layer keeps for a session (a client's is typically well under 1 KiB)."""
+_LAYER_SUFFIX = ".mcp-layer"
+_HEARTBEAT_RECORD_TTL = 60.0  # at least; a killed instance's record goes away on its own
+
+
+def layer_namespace(namespace: str) -> str:
+    """The namespace of the layer's own records for the application namespace ``namespace``:
+    ``<namespace>.mcp-layer``, or, when that is over 64 characters, the namespace's first 37
+    characters, a digest of the whole and the suffix (still distinct per namespace)."""
+    name = namespace + _LAYER_SUFFIX
+    if len(name) <= 64:
+        return name
+    digest = hashlib.sha256(namespace.encode()).hexdigest()[:16]
+    return f"{namespace[: 64 - len(_LAYER_SUFFIX) - 17]}.{digest}{_LAYER_SUFFIX}"
 
 
 def default_principal(scope: Scope) -> str | None:
     """Who makes the request: the authenticated user Starlette's ``AuthenticationMiddleware``
-    put in ``scope["user"]`` (the SDK's bearer auth included), or ``None`` when anonymous."""
+    put in ``scope["user"]`` (the SDK's own bearer auth included), or ``None`` when anonymous.
+
+    For the SDK's ``AuthenticatedUser`` it is the token's client id, issuer and subject, what the
+    SDK itself compares; for another authenticated user, its ``display_name``."""
     user = scope.get("user")
     if user is None or not getattr(user, "is_authenticated", False):
         return None
-    token = getattr(user, "access_token", None)  # the SDK's AuthenticatedUser
-    if token is not None:
-        parts = (getattr(token, name, None) for name in ("client_id", "issuer", "subject"))
+    if isinstance(user, AuthenticatedUser):
+        context = authorization_context(user)
+        parts = (context["client_id"], context["issuer"], context["subject"])
         return "\x1f".join("" if part is None else str(part) for part in parts)
     name = getattr(user, "display_name", None) or getattr(user, "username", None)
     return None if name is None else str(name)
@@ -97,6 +144,15 @@ class McpSessions:
 
     ``heartbeat_ttl`` bounds how long a client waits to learn that the instance running its
     request died; ``principal`` names who makes a request (see :func:`default_principal`).
+    ``reply_timeout`` bounds how long the client's answer to a request a tool sent it
+    (elicitation, sampling, roots, ping) still reaches this instance when the balancer hands it
+    to another one (see :mod:`sessionstore.mcp.replies`).
+
+    Bounds: ``max_initialize_bytes`` is the largest initialize request kept for a session (a
+    larger one is refused with 413); ``max_sessions`` (the fleet's) and
+    ``max_sessions_per_principal`` limit the live sessions, counted in the store and answered
+    as the SDK's own ``max_sessions`` is (503 "Too many open sessions"); ``None``: no limit.
+    Every instance of a fleet must be given the same limits.
     """
 
     def __init__(
@@ -113,8 +169,22 @@ class McpSessions:
         restore_timeout: float = 10.0,
         sweep_interval: float = 60.0,
         drain_timeout: float = 25.0,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        max_initialize_bytes: int = DEFAULT_MAX_INITIALIZE_BYTES,
+        max_sessions: int | None = None,
+        max_sessions_per_principal: int | None = None,
         **store_options: Any,
     ) -> None:
+        if type(max_initialize_bytes) is not int or not 256 <= max_initialize_bytes <= _MAX_BODY:
+            raise ValueError(
+                f"max_initialize_bytes must be an int from 256 to {_MAX_BODY}, "
+                f"not {max_initialize_bytes!r}"
+            )
+        self.max_initialize_bytes = max_initialize_bytes
+        self.max_sessions = check_limit("max_sessions", max_sessions, MAX_SESSIONS)
+        self.max_sessions_per_principal = check_limit(
+            "max_sessions_per_principal", max_sessions_per_principal, MAX_PER_PRINCIPAL
+        )
         if not 0 < heartbeat_interval < heartbeat_ttl:
             raise ValueError(
                 f"heartbeat_interval ({heartbeat_interval}) must be positive and under "
@@ -140,11 +210,19 @@ class McpSessions:
         self.event_store = SessionEventStore(
             instance_id=self.instance_id, poll_interval=poll_interval
         )
+        self.replies = ReplyRelay(
+            self.instance_id, timeout=reply_timeout, poll_interval=poll_interval
+        )
+        self.event_store.outgoing = self.replies.outgoing
         self.sweep_interval = sweep_interval
         self.drain_timeout = drain_timeout
         self._heartbeat: Heartbeat | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._app: _RoamingApp | None = None
+        # The layer's own records, in layer_namespace(): heartbeats (expiring on their own) and,
+        # with a limit, the ledgers (never expiring: they count sessions that live on).
+        self._own_stores: list[SessionStore] = []
+        self._limits: SessionLimits | None = None
 
     def __repr__(self) -> str:
         return f"<McpSessions instance={self.instance_id} store={self._store or '(not open)'}>"
@@ -158,15 +236,46 @@ class McpSessions:
     def store(self) -> SessionStore:
         """The store (``RuntimeError`` before startup when given a spec)."""
         if self._store is None:
-            raise RuntimeError("McpSessions: the store opens at the app's startup (lifespan)")
+            raise RuntimeError(
+                "McpSessions: the store opens at the app's startup (lifespan); a parent app "
+                "that mounts the wrapped app must run lifespan=sessions.lifespan (or enter "
+                "sessions.run())"
+            )
         return self._store
 
+    @property
+    def limits(self) -> SessionLimits | None:
+        """The session limits in force once started (``None`` without any)."""
+        return self._limits
+
     def wrap(self, app: ASGIApp) -> ASGIApp:
-        """The ASGI app to serve: ``app`` (the SDK's Streamable HTTP app) behind the layer."""
+        """The ASGI app to serve: ``app`` (the SDK's Streamable HTTP app) behind the layer.
+
+        When ``app`` is (or, through middleware's ``.app``, leads to) a Starlette app with a
+        route for ``path``, the layer's per-request handling replaces that route's endpoint
+        (inside the SDK's ``RequireAuthMiddleware`` when there is one), so it runs after every
+        authentication of the app, the SDK's own included. Otherwise it runs in front of
+        ``app``: a Starlette app with an ``AuthenticationMiddleware`` but no such route is
+        refused here (``ValueError``), and a request that an authentication inside ``app``
+        shows to be someone the layer did not see is answered 500 and logged as an error.
+        """
         if self._app is not None:
             raise RuntimeError("McpSessions.wrap: one McpSessions serves one app")
         self._app = _RoamingApp(app, self)
         return self._app
+
+    @property
+    def lifespan(self) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
+        """The wrapped app's lifespan with the layer's start and stop in it, for a parent app
+        that mounts the wrapped app (FastMCP's docs mount ``mcp.http_app()`` so)::
+
+            mcp_app = sessions.wrap(mcp.http_app(event_store=sessions.event_store))
+            app = Starlette(routes=[Mount("/api", app=mcp_app)], lifespan=sessions.lifespan)
+
+        ``RuntimeError`` before :meth:`wrap`."""
+        if self._app is None:
+            raise RuntimeError("McpSessions.lifespan: wrap() the app first")
+        return self._app.lifespan
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[McpSessions]:
@@ -190,18 +299,30 @@ class McpSessions:
             self._store = open_store(self._spec, **self._store_options)
         if self.touch_interval is None and self._store.ttl is not None:
             self.touch_interval = self._store.ttl.total_seconds() / 4
-        heartbeat = Heartbeat(
-            self._store,
-            self.instance_id,
-            interval=self.heartbeat_interval,
-            ttl=self.heartbeat_ttl,
-        )
         try:
+            own = layer_namespace(self._store.namespace)
+            beats = self._store.sibling(
+                own, ttl=max(_HEARTBEAT_RECORD_TTL, 10 * self.heartbeat_ttl)
+            )
+            self._own_stores.append(beats)
+            if self.max_sessions is not None or self.max_sessions_per_principal is not None:
+                ledgers = self._store.sibling(own, ttl=None)
+                self._own_stores.append(ledgers)
+                self._limits = SessionLimits(
+                    ledgers,
+                    self._store,
+                    max_sessions=self.max_sessions,
+                    max_sessions_per_principal=self.max_sessions_per_principal,
+                )
+            heartbeat = Heartbeat(
+                beats,
+                self.instance_id,
+                interval=self.heartbeat_interval,
+                ttl=self.heartbeat_ttl,
+            )
             await heartbeat.start()
         except BaseException:
-            if isinstance(self._spec, str):  # opened here: closed here
-                store, self._store = self._store, None
-                await store.aclose()
+            await self._close_stores()
             raise
         self._heartbeat = heartbeat
         self._sweeper = asyncio.create_task(self._sweep(), name="sessionstore.mcp sweeper")
@@ -211,6 +332,8 @@ class McpSessions:
             liveness=self._heartbeat.alive,
             liveness_interval=min(self.heartbeat_interval, 0.5),
         )
+        if self._app is not None:
+            self.replies.start(self._store, post=self._app.post_reply, liveness=heartbeat.alive)
         logger.info("MCP sessions of instance %s on %s", self.instance_id, self._store)
 
     async def drain(self) -> bool:
@@ -245,15 +368,25 @@ class McpSessions:
 
     async def stop(self) -> None:
         """Stop the heartbeat (deleting its record) and close a store opened from a spec."""
+        await self.replies.stop()
         if self._sweeper is not None:
             await cancel_and_wait([self._sweeper])
             self._sweeper = None
         if self._heartbeat is not None:
             await self._heartbeat.stop()
             self._heartbeat = None
+        await self._close_stores()
+
+    async def _close_stores(self) -> None:
+        """Close the layer's own stores, and the application's when opened from a spec."""
+        self._limits = None
+        own, self._own_stores = self._own_stores, []
+        for store in own:
+            with contextlib.suppress(SessionStoreError):
+                await store.aclose()
         if isinstance(self._spec, str) and self._store is not None:
-            await self._store.aclose()
-            self._store = None
+            store, self._store = self._store, None
+            await store.aclose()
 
     async def _sweep(self) -> None:
         """Now and then, forget the local ids of sessions that expired or ended elsewhere (the
@@ -264,7 +397,7 @@ class McpSessions:
                 try:
                     await self._app.forget_gone_sessions()
                 except SessionStoreError as exc:
-                    logger.warning("sweep of local sessions failed: %s", exc)
+                    logger.warning("sweep of local sessions failed: %s", shown(exc, 300))
 
 
 class _Captured:
@@ -274,14 +407,24 @@ class _Captured:
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.answer: dict[str, Any] | None = None
+        self.body = b""  # the first _KEPT_ANSWER bytes, to pass a refusal on as it was
         self._buffer = b""
         self.complete = anyio.Event()
 
     def header(self, name: bytes) -> str | None:
         return _header_of(self.headers, name)
 
+    async def send_to(self, send: Send) -> None:
+        """Answer a client exactly as the SDK answered the layer (a refusal: a short body)."""
+        headers = [(k, v) for k, v in self.headers if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(self.body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
     def feed(self, chunk: bytes) -> None:
         """Take body bytes (a JSON body or an SSE stream); note the first JSON-RPC answer."""
+        if len(self.body) < _KEPT_ANSWER:
+            self.body += chunk[: _KEPT_ANSWER - len(self.body)]
         self._buffer += chunk.replace(b"\r\n", b"\n")
         if "event-stream" not in (self.header(b"content-type") or ""):
             return
@@ -318,6 +461,12 @@ class _RoamingApp:
         self._local: dict[str, str] = {}  # our session id -> the local SDK's session id
         self._restoring: dict[str, asyncio.Lock] = {}
         self._touched: dict[str, float] = {}
+        # Where the layer's requests go: the SDK route's endpoint when the handling is inside the
+        # route (see _install_in_route), else the whole app, watched for hidden authentication.
+        self.inside = _install_in_route(app, sessions.path, self)
+        self._sdk: ASGIApp = self.inside if self.inside is not None else self._watched
+        # FastMCP's app wraps the event store per transport, which defeats a fleet: undone.
+        self._adapters = ScopedAdapters(app, sessions.event_store)
 
     async def forget_gone_sessions(self) -> int:
         """Drop the local ids of sessions the store no longer has; return how many."""
@@ -327,6 +476,7 @@ class _RoamingApp:
         for session_id in gone:
             self._local.pop(session_id, None)
             self._touched.pop(session_id, None)
+        self.sessions.replies.retain(set(self._local))
         return len(gone)
 
     @property
@@ -337,12 +487,78 @@ class _RoamingApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
-        elif scope["type"] == "http" and _under(scope["path"], self.sessions.path):
+        elif (
+            self.inside is None
+            and scope["type"] == "http"
+            and _under(scope["path"], self.sessions.path)
+        ):
             await self._http(scope, receive, send)
-        else:
+        else:  # inside the route, _Endpoint hands the requests of path to _http
             await self.app(scope, receive, send)
 
+    async def _watched(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, for a layer in front of it: a request that an authentication inside the app
+        shows to be another principal than the layer saw is refused (500), loudly."""
+        seen = _identity(self.sessions.principal, scope)
+        hidden = False
+
+        async def send_checked(message: Message) -> None:
+            nonlocal hidden
+            if message["type"] == "http.response.start" and (
+                _identity(self.sessions.principal, scope) != seen
+            ):
+                hidden = True
+                logger.error(
+                    "McpSessions: the app authenticates requests where the layer cannot see it, "
+                    "so it would take every user for the same principal; request refused. Wrap "
+                    "the SDK's Starlette app itself (McpSessions.wrap(mcp.streamable_http_app()))"
+                    ", put the authentication middleware outside the layer, or pass principal="
+                )
+            if not hidden:
+                await send(message)
+
+        await self.app(scope, receive, send_checked)
+        if hidden:
+            await _json_error(send, 500, "Internal Server Error", code=-32603)
+
     # -- lifespan ----------------------------------------------------------------------------
+
+    @property
+    def lifespan(self) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
+        """The wrapped app's lifespan with the layer's start and stop in it, for a parent app
+        that mounts this one (whose lifespan does not run there), as FastMCP's docs mount
+        ``mcp.http_app()``::
+
+            app = Starlette(routes=[Mount("/api", app=wrapped)], lifespan=wrapped.lifespan)
+
+        The layer starts once the wrapped app started (the SDK's session manager runs first),
+        waits for its running requests before the wrapped app stops (see
+        :meth:`McpSessions.drain`) and stops after it stopped, as when served on its own."""
+        inner = getattr(self.app, "lifespan", None)  # FastMCP's app has one
+        if inner is None:  # any Starlette app, the SDK's included
+            inner = getattr(getattr(self.app, "router", None), "lifespan_context", None)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(parent: Any) -> AsyncIterator[Any]:
+            started = False
+            try:
+                entered = inner(parent) if inner is not None else contextlib.nullcontext()
+                async with entered as state:
+                    if not self.sessions.running:
+                        self._adapters.unscope()
+                        await self.sessions.start()
+                        started = True
+                        self._adapters.check_started()
+                    try:
+                        yield state
+                    finally:
+                        if started:
+                            await self.sessions.drain()
+            finally:
+                if started:
+                    await self.sessions.stop()
+
+        return lifespan
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Start after the SDK started (its manager must run first) and stop after it stopped
@@ -363,7 +579,9 @@ class _RoamingApp:
             if kind == "lifespan.startup.complete" and not self.sessions.running:
                 started_here.append(True)
                 try:
+                    self._adapters.unscope()
                     await self.sessions.start()
+                    self._adapters.check_started()
                 except Exception as exc:
                     logger.exception("MCP sessions did not start")
                     message = {"type": "lifespan.startup.failed", "message": _safe(exc)}
@@ -378,44 +596,97 @@ class _RoamingApp:
     # -- requests ----------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._adapters.unscope()  # a FastMCP manager made after startup (see lifespan)
         session_id = _header(scope, _SESSION_HEADER)
         if session_id is not None:
             await self._serve(session_id, scope, receive, send)
             return
         if scope["method"] != "POST":
-            await self.app(scope, receive, send)
+            await self._sdk(scope, receive, send)
             return
         body, receive = await _buffered(receive)
         if body is None:
-            await _json_error(send, 413, "Request body too large")
+            await _too_large(send)
             return
-        if _is_initialize(body):
+        try:
+            opening = _is_initialize(_parse_as_the_sdk_does(body))
+        except _Unparsable as exc:
+            # What SDK 1.x answers 500 to (deep nesting, invalid UTF-8): SDK 2.x's answer.
+            await _json_error(send, 400, f"Parse error: {exc}", code=-32700)
+            return
+        if opening:
             await self._open(scope, body, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await self._sdk(scope, receive, send)
 
     async def _open(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         """A new session: store it with its initialize request, then let the SDK open it."""
+        limit = self.sessions.max_initialize_bytes
+        if len(body) > limit:
+            await _json_error(
+                send, 413, f"Initialize request too large: {len(body)} bytes (at most {limit})"
+            )
+            return
         store = self.sessions.store
         session_id = new_session_id()
-        kept = {
-            "initialize": json.loads(body),
-            "principal": _digest(self.sessions.principal(scope)),
+        principal = _digest(self.sessions.principal(scope))
+        kept: dict[str, Any] = {
+            **_kept_initialize(body),
+            "principal": principal,
             "opened_by": self.sessions.instance_id,
         }
+        owner = _owner(scope)
+        if owner is not None:
+            kept["owner"] = owner
+        limits = self.sessions.limits
+        admission = None
+        if limits is not None:
+            try:
+                admission = await limits.admit(session_id, principal)
+            except SessionStoreError as exc:
+                logger.warning("new MCP session refused: %s", shown(exc, 300))
+                await _json_error(send, 503, "Session store unavailable")
+                return
+            if not admission.admitted:
+                # The SDK's own answer at its max_sessions, byte for byte.
+                await _json_error(send, 503, "Too many open sessions", code=-32603)
+                return
+            if admission.shard is not None:
+                kept["shard"] = admission.shard
         session = Session(
             id=session_id, transport=TransportType.HTTP, metadata={MCP_METADATA_KEY: kept}
         )
         try:
             await store.create_session(session)
+            confirmed = (
+                limits is None
+                or admission is None
+                or await limits.confirm(admission, session_id, principal)
+            )
         except SessionStoreError as exc:
-            logger.warning("new MCP session refused: %s", exc)
+            logger.warning("new MCP session refused: %s", shown(exc, 300))
+            await _quietly(store.delete_session(session_id))
+            await self._release(session_id, kept)
             await _json_error(send, 503, "Session store unavailable")
+            return
+        if not confirmed:  # a slow creation lost its place, and the limit is reached now
+            await _quietly(store.delete_session(session_id))
+            await self._release(session_id, kept)
+            await _json_error(send, 503, "Too many open sessions", code=-32603)
             return
         status = await self._forward(session_id, None, scope, receive, send)
         if status is None or status >= 400 or session_id not in self._local:
             self._local.pop(session_id, None)
             await _quietly(store.delete_session(session_id))
+            await self._release(session_id, kept)
+
+    async def _release(self, session_id: str, kept: dict[str, Any]) -> None:
+        """Give back the places the session held under the limits (it ended here)."""
+        limits = self.sessions.limits
+        principal = kept.get("principal")
+        if limits is not None and isinstance(principal, str):
+            shard = kept.get("shard")
+            await limits.release(session_id, principal, shard if type(shard) is int else None)
 
     async def _serve(self, session_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         store = self.sessions.store
@@ -426,40 +697,54 @@ class _RoamingApp:
             await _json_error(send, 404, "Session not found")
             return
         except SessionStoreError as exc:
-            logger.warning("session %s: %s", session_id, exc)
+            logger.warning("session %s: %s", shown(session_id), shown(exc, 300))
             await _json_error(send, 503, "Session store unavailable")
             return
         kept = session.metadata.get(MCP_METADATA_KEY)
-        if not isinstance(kept, dict) or kept.get("principal") != _digest(
-            self.sessions.principal(scope)
-        ):
+        if not isinstance(kept, dict) or not self._may_use(kept, scope):
             # Exactly the answer an unknown id gets: a stranger learns nothing.
-            logger.warning("session %s: request from another principal refused", session_id)
+            logger.warning("session %s: request from another principal refused", shown(session_id))
             await _json_error(send, 404, "Session not found")
             return
         body: bytes | None = None
+        client_receive = receive
         if scope["method"] == "POST":
             body, receive = await _buffered(receive)
             if body is None:
-                await _json_error(send, 413, "Request body too large")
+                await _too_large(send)
                 return
         ending = scope["method"] == "DELETE"
         if not ending:
             await self._touch(session)
+            self.sessions.replies.saw(session_id, scope)
+        reply = None if body is None else parse_reply(body)
+        if reply is not None:
+            # The client's answer to a request a tool sent: for the instance that asked.
+            routed = await self.sessions.replies.route(session, reply, send)
+            if routed is None:
+                return  # relayed (or dropped) and answered
+            body, receive = routed, _replaying(routed, client_receive)
+            length = str(len(routed))
+            scope = dict(scope, headers=_with_header(scope["headers"], b"content-length", length))
         for attempt in range(2):
             if attempt and body is not None:
                 receive = _replaying(body, receive)
             local = self._local.get(session_id)
             if local is None:
-                local = await self._restore(session_id, kept, scope)
-                if local is None:
+                restored = await self._restore(session_id, kept, scope)
+                if isinstance(restored, _Captured):  # the SDK's refusal (its max_sessions)
+                    await restored.send_to(send)
+                    return
+                if restored is None:
                     await _json_error(send, 503, "Session could not be restored")
                     return
+                local = restored
             if ending and attempt == 0:
                 # Gone from the store before the client hears so: its next request, wherever
                 # it lands, finds no session.
                 self._touched.pop(session_id, None)
                 await _quietly(store.delete_session(session_id))
+                await self._release(session_id, kept)
             status = await self._forward(
                 session_id, local, scope, receive, send, hold_not_found=attempt == 0
             )
@@ -470,6 +755,7 @@ class _RoamingApp:
                 del self._local[session_id]
         if ending:
             self._local.pop(session_id, None)
+            self.sessions.replies.forget(session_id)
 
     async def _forward(
         self,
@@ -511,12 +797,29 @@ class _RoamingApp:
                 return
             await send(message)
 
-        with session_scope(session_id):
-            await self.app(scope, receive, send_ours)
+        # The store in the scope is how a tool reaches its session's state (see .state).
+        with session_scope(session_id, store=self.sessions.store):
+            await self._sdk(scope, receive, send_ours)
         return _GONE if held else status
 
-    async def _restore(self, session_id: str, kept: dict[str, Any], scope: Scope) -> str | None:
-        """Open the session in the local SDK from its kept initialize request; its local id."""
+    def _may_use(self, kept: dict[str, Any], scope: Scope) -> bool:
+        """Whether the request's principal is the one that opened the session: the layer's
+        (``principal``) and, under the SDK's own auth, the SDK's (client id, issuer, subject)."""
+        return kept.get("principal") == _digest(self.sessions.principal(scope)) and kept.get(
+            "owner"
+        ) == _owner(scope)
+
+    async def _restore(
+        self, session_id: str, kept: dict[str, Any], scope: Scope
+    ) -> str | _Captured | None:
+        """Open the session in the local SDK from its kept initialize request; its local id,
+        or the SDK's refusal to pass on (503: its ``max_sessions``), or ``None`` on failure.
+
+        Whoever calls, a session is only ever restored for the principal that opened it: the
+        SDK then holds it for that principal's credential."""
+        if not self._may_use(kept, scope):
+            logger.error("session %s: restore for another principal refused", shown(session_id))
+            return None
         lock = self._restoring.setdefault(session_id, asyncio.Lock())
         async with lock:
             if session_id in self._local:
@@ -526,11 +829,12 @@ class _RoamingApp:
                     local = await self._replay_initialize(session_id, kept, scope)
             except (TimeoutError, _RestoreFailed) as exc:
                 # The lock stays: a request still waiting on it must not race a newcomer's.
-                logger.warning("session %s not restored: %s", session_id, exc)
-                return None
+                logger.warning("session %s not restored: %s", shown(session_id), shown(exc, 300))
+                refusal = exc.answer if isinstance(exc, _RestoreFailed) else None
+                return refusal if refusal is not None and refusal.status == 503 else None
             self._local[session_id] = local
             self._restoring.pop(session_id, None)  # waiters find the session in _local
-            logger.info("session %s restored here (local id %s)", session_id, local)
+            logger.info("session %s restored here (local id %s)", shown(session_id), shown(local))
             return local
 
     async def _replay_initialize(self, session_id: str, kept: dict[str, Any], scope: Scope) -> str:
@@ -540,12 +844,15 @@ class _RoamingApp:
             (b"accept", b"application/json, text/event-stream"),
         ]
         request = dict(scope, method="POST", headers=headers, query_string=b"")
-        with session_scope(session_id, recording=False) as restoring:
-            answer = await self._call(request, json.dumps(kept.get("initialize")).encode())
+        store = self.sessions.store
+        with session_scope(session_id, recording=False, store=store) as restoring:
+            answer = await self._call(request, _initialize_body(kept))
             local = answer.header(_SESSION_HEADER)
             result = (answer.answer or {}).get("result")
             if answer.status != 200 or local is None or not isinstance(result, dict):
-                raise _RestoreFailed(f"initialize replay answered {answer.status}: {answer.answer}")
+                raise _RestoreFailed(
+                    f"initialize replay answered {answer.status}: {answer.answer}", answer
+                )
             version = str(result.get("protocolVersion", ""))
             notify = dict(
                 request,
@@ -591,7 +898,7 @@ class _RoamingApp:
 
         async def run() -> None:
             try:
-                await self.app(scope, receive, send)
+                await self._sdk(scope, receive, send)
             finally:
                 captured.finish()
 
@@ -605,6 +912,7 @@ class _RoamingApp:
         """The store no longer has the session: end its local SDK session, if any."""
         local = self._local.pop(session_id, None)
         self._touched.pop(session_id, None)
+        self.sessions.replies.forget(session_id)
         if local is None:
             return
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != _SESSION_HEADER]
@@ -615,7 +923,25 @@ class _RoamingApp:
             with anyio.fail_after(self.sessions.restore_timeout), session_scope(session_id):
                 await self._call(request, b"")
         except TimeoutError:
-            logger.warning("local session %s of %s did not end", local, session_id)
+            logger.warning("local session %s of %s did not end", shown(local), shown(session_id))
+
+    async def post_reply(self, session_id: str, scope: Scope, body: bytes) -> int | None:
+        """POST a client's answer that another instance relayed (see :mod:`.replies`) to the
+        local SDK session, with the headers of ``scope`` (the session's latest request here);
+        the SDK's status, or ``None`` when this instance no longer holds the session."""
+        local = self._local.get(session_id)
+        if local is None:
+            return None
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"last-event-id"]
+        headers = _with_header(headers, _SESSION_HEADER, local)
+        headers = _with_header(headers, b"content-type", "application/json")
+        headers = _with_header(headers, b"accept", "application/json, text/event-stream")
+        request = dict(scope, method="POST", headers=headers, query_string=b"")
+        try:
+            with anyio.fail_after(self.sessions.restore_timeout), session_scope(session_id):
+                return (await self._call(request, body)).status
+        except TimeoutError:
+            return None
 
     async def _touch(self, session: Session) -> None:
         """Push the session's deadline forward, at most once per ``touch_interval`` here."""
@@ -632,14 +958,98 @@ class _RoamingApp:
         except (ConflictError, SessionNotFoundError):
             pass  # another instance wrote it: its deadline moved anyway
         except SessionStoreError as exc:
-            logger.warning("session %s not touched: %s", session.id, exc)
+            logger.warning("session %s not touched: %s", shown(session.id), shown(exc, 300))
 
 
 _GONE = -404
+_KEPT_ANSWER = 64 * 1024  # the most of an SDK answer to the layer's own request it keeps
+
+
+class _Endpoint:
+    """The layer's per-request handling in place of the endpoint of the SDK's route for
+    ``path``: requests reach it after every middleware of the app (authentication included)."""
+
+    def __init__(self, layer: _RoamingApp, endpoint: ASGIApp) -> None:
+        self.layer = layer
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.layer._http(scope, receive, send)
+        else:
+            await self.endpoint(scope, receive, send)
+
+
+def _install_in_route(app: ASGIApp, path: str, layer: _RoamingApp) -> ASGIApp | None:
+    """Put the layer's handling in place of the endpoint of ``app``'s route for ``path``; return
+    the endpoint it now calls (``None`` when no such route is found: the layer then stays in
+    front of ``app``). The SDK's ``RequireAuthMiddleware`` stays in front of the layer, so a
+    request without valid credentials gets the SDK's 401 as it would without the layer."""
+    route = _find_route(app, path)
+    if route is None:
+        if _has_authentication(app):
+            raise ValueError(
+                f"McpSessions.wrap: the app authenticates requests (AuthenticationMiddleware) "
+                f"but has no route for {path!r} where the layer could see who makes them; wrap "
+                "the SDK's app itself, or give McpSessions the path= of its MCP route"
+            )
+        return None
+    holder: Any = route
+    if isinstance(route.app, RequireAuthMiddleware):
+        holder = route.app
+    endpoint = holder.app
+    if isinstance(endpoint, _Endpoint):
+        raise RuntimeError("McpSessions.wrap: this app is already wrapped by another McpSessions")
+    holder.app = _Endpoint(layer, endpoint)
+    return endpoint  # type: ignore[no-any-return]
+
+
+def _routers(app: Any) -> Router | None:
+    """The router of ``app``, or of the app its middleware (``.app``, a few levels) lead to."""
+    for _ in range(32):
+        if isinstance(app, Starlette):
+            return app.router
+        if isinstance(app, Router):
+            return app
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+def _find_route(app: Any, path: str, prefix: str = "", depth: int = 0) -> Route | None:
+    router = _routers(app)
+    if router is None or depth > 8:
+        return None
+    for route in router.routes:
+        if isinstance(route, Route) and prefix + route.path == path:
+            return route
+        if isinstance(route, Mount) and path.startswith(prefix + route.path):
+            found = _find_route(route.app, path, prefix + route.path, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _has_authentication(app: Any) -> bool:
+    """Whether ``app`` (or an app its middleware lead to) runs Starlette's
+    ``AuthenticationMiddleware``, as the SDK's own auth does."""
+    for _ in range(32):
+        if isinstance(app, AuthenticationMiddleware):
+            return True
+        if isinstance(app, Starlette):
+            classes: list[object] = [m.cls for m in app.user_middleware]
+            return AuthenticationMiddleware in classes
+        app = getattr(app, "app", None)
+        if app is None:
+            return False
+    return False
 
 
 class _RestoreFailed(Exception):
-    pass
+    def __init__(self, message: str, answer: _Captured | None = None) -> None:
+        super().__init__(message)
+        self.answer = answer
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -667,15 +1077,75 @@ def _digest(principal: str | None) -> str:
     """What is kept of a principal: a digest, so the store holds no user names."""
     if principal is None:
         return "anonymous"
-    return hashlib.sha256(principal.encode()).hexdigest()
+    return hashlib.sha256(principal.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _is_initialize(body: bytes) -> bool:
+def _owner(scope: Scope) -> str | None:
+    """A digest of the principal the SDK's own auth compares (client id, issuer, subject of the
+    SDK's ``AuthenticatedUser``), or ``None`` when the SDK's auth did not authenticate it."""
+    user = scope.get("user")
+    if not isinstance(user, AuthenticatedUser):
+        return None
+    context = authorization_context(user)
+    parts = [context["client_id"], context["issuer"], context["subject"]]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _identity(principal: Principal, scope: Scope) -> tuple[str, str | None]:
+    """Who the layer takes a request for: its principal's digest and the SDK's owner digest."""
+    return _digest(principal(scope)), _owner(scope)
+
+
+_UNPARSED = object()
+
+
+class _Unparsable(Exception):
+    """A body SDK 1.x's parser fails on with another error than ``JSONDecodeError``."""
+
+
+def _parse_as_the_sdk_does(body: bytes) -> Any:
+    """The body parsed by the SDK's own parser (2.x: pydantic-core's, 1.x: ``json.loads``), so
+    the layer takes for an initialize request exactly what the SDK will; :data:`_UNPARSED` when
+    the SDK answers it with its parse error. :class:`_Unparsable` where SDK 1.x's parser fails
+    otherwise (a ``RecursionError``, a ``UnicodeDecodeError``: SDK 1.x answers 500)."""
+    if SDK_MAJOR >= 2:
+        try:
+            return pydantic_core.from_json(body)
+        except ValueError:
+            return _UNPARSED
     try:
-        message = json.loads(body)
-    except ValueError:
-        return False
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return _UNPARSED
+    except RecursionError:
+        raise _Unparsable("recursion limit exceeded") from None
+    except ValueError:  # UnicodeDecodeError
+        raise _Unparsable("invalid unicode") from None
+
+
+def _is_initialize(message: Any) -> bool:
     return isinstance(message, dict) and message.get("method") == "initialize" and "id" in message
+
+
+def _kept_initialize(body: bytes) -> dict[str, str]:
+    """What the store keeps of an initialize request: its exact text, one string (the store
+    never decodes its structure), or base64 of its bytes when they are not UTF-8 (SDK 1.x's
+    parser also reads UTF-16 and UTF-32)."""
+    try:
+        return {"initialize": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"initialize_base64": base64.b64encode(body).decode("ascii")}
+
+
+def _initialize_body(kept: dict[str, Any]) -> bytes:
+    """The kept initialize request, byte for byte as the client sent it."""
+    text = kept.get("initialize")
+    if isinstance(text, str):
+        return text.encode("utf-8")
+    coded = kept.get("initialize_base64")
+    if isinstance(coded, str):
+        return base64.b64decode(coded)
+    return json.dumps(text).encode()  # a session kept by an earlier release: parsed JSON
 
 
 async def _buffered(receive: Receive) -> tuple[bytes | None, Receive]:
@@ -712,9 +1182,14 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
     return receive_again
 
 
-async def _json_error(send: Send, status: int, message: str) -> None:
-    """A JSON-RPC error with no id, as the SDK answers an unknown session."""
-    error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+# The id of the SDK's errors that answer no request: SDK 1.x says "server-error".
+_NO_ID = None if SDK_MAJOR >= 2 else "server-error"
+
+
+async def _json_error(send: Send, status: int, message: str, *, code: int = -32600) -> None:
+    """A JSON-RPC error answering no request, as the SDK in use answers an unknown session
+    (-32600, invalid request) or refuses one at its ``max_sessions`` (-32603, internal error)."""
+    error = {"jsonrpc": "2.0", "id": _NO_ID, "error": {"code": code, "message": message}}
     body = json.dumps(error, separators=(",", ":")).encode()  # byte for byte the SDK's
     await send(
         {
@@ -729,11 +1204,19 @@ async def _json_error(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _too_large(send: Send) -> None:
+    """The SDK's answer to a body over its ``max_request_body_size`` (plain text)."""
+    body = b"Request body too large"
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _quietly(operation: Awaitable[object]) -> None:
     try:
         await operation
     except SessionStoreError as exc:
-        logger.warning("session store: %s", exc)
+        logger.warning("session store: %s", shown(exc, 300))
 
 
 def _safe(exc: BaseException) -> str:
