@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        for _ in range(500):
+        for _ in range(1000):
             if server.started:
                 break
             if task.done():
@@ -93,17 +93,21 @@ async def serving(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 20)
 
 
 @asynccontextmanager
 async def two_instances(
-    tmp_path: Path, **options: Any
+    tmp_path: Path, app: Callable[[str, McpSessions], Any] = build_app, **options: Any
 ) -> AsyncIterator[tuple[str, str, McpSessions, McpSessions]]:
+    """Instances ``A`` and ``B`` of ``app`` on one SQLite file in ``tmp_path``, served over
+    HTTP: their URLs and their layers. ``options`` go to both :class:`McpSessions` (fast
+    heartbeats unless given)."""
     spec = f"sqlite:///{tmp_path / 'mcp.db'}"
-    first = McpSessions(spec, instance_id="A", heartbeat_interval=0.2, heartbeat_ttl=1, **options)
-    second = McpSessions(spec, instance_id="B", heartbeat_interval=0.2, heartbeat_ttl=1, **options)
-    async with serving(build_app("A", first)) as a, serving(build_app("B", second)) as b:
+    options = {"heartbeat_interval": 0.2, "heartbeat_ttl": 1, **options}
+    first = McpSessions(spec, instance_id="A", **options)
+    second = McpSessions(spec, instance_id="B", **options)
+    async with serving(app("A", first)) as a, serving(app("B", second)) as b:
         yield a, b, first, second
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,15 +25,15 @@ pytest.importorskip("mcp", reason="the MCP SDK is not installed (pip install 'se
 
 import httpx2
 import mcp_types as types
-import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from pydantic import BaseModel
-from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection
+from test_mcp_layer import ACCEPT, VERSION, Tokens, two_instances
 
 from sessionstore import Session, TransportType, open_store
+from sessionstore.errors import StoreUnavailableError
 from sessionstore.mcp import McpSessions, ReplyRelay
+from sessionstore.mcp import roaming as roaming_module
 from sessionstore.mcp.replies import (
     ASKS_METADATA_KEY,
     MAX_ASKS,
@@ -45,20 +44,8 @@ from sessionstore.mcp.replies import (
 
 pytestmark = pytest.mark.filterwarnings("ignore:The (sampling|roots) capability is deprecated")
 
-VERSION = "2025-11-25"
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 CAPABILITIES = {"elicitation": {"form": {}}, "sampling": {}, "roots": {"listChanged": False}}
 WAIT = 20.0  # seconds: a generous bound on anything the tests wait for
-
-
-class Tokens(AuthenticationBackend):
-    """``Authorization: Bearer <name>-token`` authenticates ``<name>``."""
-
-    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
-        token = conn.headers.get("authorization", "").removeprefix("Bearer ")
-        if not token.endswith("-token"):
-            return None
-        return AuthCredentials(["mcp"]), SimpleUser(token.removesuffix("-token"))
 
 
 class Answer(BaseModel):
@@ -95,43 +82,6 @@ def build_app(name: str, sessions: McpSessions) -> AuthenticationMiddleware:
 
     inner = mcp.streamable_http_app(event_store=sessions.event_store, retry_interval=100)
     return AuthenticationMiddleware(sessions.wrap(inner), backend=Tokens())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(1000):
-            if server.started:
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
-
-
-@asynccontextmanager
-async def two_instances(
-    tmp_path: Path, **options: Any
-) -> AsyncIterator[tuple[str, str, McpSessions, McpSessions]]:
-    spec = f"sqlite:///{tmp_path / 'mcp.db'}"
-    options = {"heartbeat_interval": 0.2, "heartbeat_ttl": 1, "drain_timeout": 1, **options}
-    first = McpSessions(spec, instance_id="A", **options)
-    second = McpSessions(spec, instance_id="B", **options)
-    async with serving(build_app("A", first)) as a, serving(build_app("B", second)) as b:
-        yield a, b, first, second
 
 
 class Stream:
@@ -267,8 +217,9 @@ def text_of(result: dict[str, Any]) -> str:
 
 @asynccontextmanager
 async def clients(tmp_path: Path, **options: Any) -> AsyncIterator[Any]:
+    options = {"drain_timeout": 1, **options}
     async with (
-        two_instances(tmp_path, **options) as (a, b, first, second),
+        two_instances(tmp_path, build_app, **options) as (a, b, first, second),
         httpx2.AsyncClient(timeout=WAIT) as http,
         AsyncExitStack() as stack,
     ):
@@ -535,3 +486,118 @@ def test_relay_options_are_checked() -> None:
     with pytest.raises(ValueError, match="max_poll_interval"):
         ReplyRelay("A-1", poll_interval=0.5, max_poll_interval=0.1)
     assert ReplyRelay("A-1", poll_interval=2).max_poll_interval == 2
+
+
+def ping_answer(request_id: str) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "result": {}}).encode()
+
+
+class Sent:
+    """An ASGI ``send`` that keeps the response: its status and body."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.body = b""
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        else:
+            self.body += message.get("body", b"")
+
+
+async def test_an_answer_the_store_failed_to_relay_can_be_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The claim of an ask succeeds but the answer cannot be appended: the client is answered
+    503 (the layer's one error body, as roaming answers a store failure), the ask is put back,
+    and the client's retry crosses (on a retry landing on any instance: the ask is in the
+    store)."""
+    monkeypatch.setattr(roaming_module, "_NO_ID", "server-error")  # as on SDK 1.x
+    async with open_store("memory") as store:
+        session = await store.create_session(Session(transport=TransportType.HTTP))
+        asker, other = ReplyRelay("A-1", timeout=60), ReplyRelay("B-1", timeout=60)
+        delivered: list[bytes] = []
+
+        async def post_to_asker(session_id: str, scope: Any, body: bytes) -> int:
+            delivered.append(body)
+            return 202
+
+        async def post_to_other(session_id: str, scope: Any, body: bytes) -> int:
+            raise AssertionError("B asked nothing")
+
+        asker.start(store, post=post_to_asker, liveness=None)
+        other.start(store, post=post_to_other, liveness=None)
+        try:
+            asker.saw(session.id, {"type": "http", "headers": []})
+            request = types.JSONRPCRequest(jsonrpc="2.0", id=3, method="ping")
+            await asker.outgoing(session.id, request)
+            reply = parse_reply(ping_answer("A-1:i3"))
+            assert reply is not None
+            append = store.append_event
+
+            async def failing(*args: Any) -> str:
+                raise StoreUnavailableError("the store is down")
+
+            monkeypatch.setattr(store, "append_event", failing)
+            sent = Sent()
+            assert await other.route(await store.get_session(session.id), reply, sent) is None
+            assert sent.status == 503
+            expected = Sent()
+            await roaming_module._json_error(expected, 503, "Session store unavailable")
+            assert sent.body == expected.body
+            assert json.loads(sent.body)["id"] == "server-error"
+            noted = (await store.get_session(session.id)).metadata[ASKS_METADATA_KEY]
+            assert list(noted) == ["A-1:i3"]  # put back: a retry can claim it
+
+            monkeypatch.setattr(store, "append_event", append)
+            again = Sent()
+            assert await other.route(await store.get_session(session.id), reply, again) is None
+            assert again.status == 202
+            await eventually(lambda: bool(delivered), "the retried answer reaching the asker")
+            assert json.loads(delivered[0]) == {"jsonrpc": "2.0", "id": 3, "result": {}}
+        finally:
+            await other.stop()
+            await asker.stop()
+
+
+async def test_a_slow_delivery_in_one_session_does_not_hold_up_the_others() -> None:
+    """The local SDK is slow to take an answer in one session (a delivery may wait for a
+    restore): answers relayed in other sessions reach it meanwhile."""
+    async with open_store("memory") as store:
+        first = await store.create_session(Session(transport=TransportType.HTTP))
+        second = await store.create_session(Session(transport=TransportType.HTTP))
+        asker, other = ReplyRelay("A-1", timeout=60), ReplyRelay("B-1", timeout=60)
+        slow_started, release, second_delivered = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def post_to_asker(session_id: str, scope: Any, body: bytes) -> int:
+            if session_id == first.id:
+                slow_started.set()
+                await release.wait()
+            else:
+                second_delivered.set()
+            return 202
+
+        async def post_to_other(session_id: str, scope: Any, body: bytes) -> int:
+            raise AssertionError("B asked nothing")
+
+        asker.start(store, post=post_to_asker, liveness=None)
+        other.start(store, post=post_to_other, liveness=None)
+        try:
+            for session in (first, second):
+                asker.saw(session.id, {"type": "http", "headers": []})
+                request = types.JSONRPCRequest(jsonrpc="2.0", id=1, method="ping")
+                await asker.outgoing(session.id, request)
+            reply = parse_reply(ping_answer("A-1:i1"))
+            assert reply is not None
+            sent = Sent()
+            await other.route(await store.get_session(first.id), reply, sent)
+            assert sent.status == 202
+            await asyncio.wait_for(slow_started.wait(), WAIT)
+            await other.route(await store.get_session(second.id), reply, sent)
+            assert sent.status == 202
+            await asyncio.wait_for(second_delivered.wait(), WAIT)
+        finally:
+            release.set()
+            await other.stop()
+            await asker.stop()

@@ -8,8 +8,8 @@ end). Each request gets a fresh upstream connection that ends with its response;
 is kept alive (``Connection: keep-alive`` semantics of HTTP/1.1) unless the client or the response
 asks otherwise.
 
-Like ``switch.py`` it runs its own asyncio loop in a daemon thread, so plain (synchronous) tests
-drive it with ordinary calls:
+Like ``switch.py`` it runs its own asyncio loop in a daemon thread (``loop_server.py``), so plain
+(synchronous) tests drive it with ordinary calls:
 
 - ``accepted`` counts the client connections accepted so far.
 - ``requests`` records every routed request as a :class:`Routed` ``(at, port, method, path)``
@@ -30,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import threading
 import time
-from collections.abc import Coroutine, Iterable, Sequence
-from types import TracebackType
-from typing import Any, NamedTuple, Self, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from loop_server import LoopServer, abort
 
 __all__ = ["Balancer", "Routed"]
 
@@ -52,7 +52,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 RESPONSE_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection"})
-T = TypeVar("T")
 
 
 class Routed(NamedTuple):
@@ -86,19 +85,15 @@ class _BadRequest(ValueError):
     pass
 
 
-class Balancer:
+class Balancer(LoopServer):
     def __init__(self, upstreams: Sequence[int]) -> None:
+        super().__init__("balancer", limit=MAX_HEAD)
         self._upstreams: tuple[int, ...] = _check_ports(upstreams)
         self._turn = itertools.count()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="balancer", daemon=True)
-        self._server: asyncio.Server | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self._upstream_writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self.requests: list[Routed] = []
         self.accepted = 0  # client connections accepted so far
-        self.port = 0
 
     # -- control (any thread) ----------------------------------------------------------------
 
@@ -119,51 +114,10 @@ class Balancer:
         """The upstream port of every request routed so far, in order."""
         return [routed.port for routed in list(self.requests)]
 
-    def cut(self) -> int:
-        """Abort every open connection, both sides; returns how many client connections were
-        open."""
-        return self._call(self._cut())
-
-    def open_connections(self) -> int:
-        """How many client connections are open."""
-        return self._call(self._count())
-
-    def start(self) -> Self:
-        self._thread.start()
-        self._server = self._call(
-            asyncio.start_server(self._handle, "127.0.0.1", 0, reuse_address=True, limit=MAX_HEAD)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def close(self) -> None:
-        """Stop listening, abort every connection and stop the loop. Safe to call twice."""
-        if not self._thread.is_alive():
-            return
-        self._call(self._shutdown())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        if not self._thread.is_alive():
-            self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<Balancer 127.0.0.1:{self.port} -> {list(self._upstreams)}>"
 
     # -- the loop's side ---------------------------------------------------------------------
-
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
 
     async def _count(self) -> int:
         return len(self._clients)
@@ -171,21 +125,10 @@ class Balancer:
     async def _cut(self) -> int:
         clients = list(self._clients)
         for writer in clients + list(self._upstream_writers):
-            _abort(writer)
+            abort(writer)
         return len(clients)
 
-    async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        await self._cut()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
     async def _handle(self, raw_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         self._clients.add(client)
         self.accepted += 1
         # The client's bytes are pumped into a reader of our own, so that the end of the client's
@@ -206,7 +149,7 @@ class Balancer:
                 if not await self._relay(head, reader, client, client_gone):
                     return
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            _abort(client)  # a broken connection or message on either side: end the client's
+            abort(client)  # a broken connection or message on either side: end the client's
         finally:
             if not client.transport.is_closing():
                 await _linger(client, reader)
@@ -215,7 +158,6 @@ class Balancer:
                 await pump
             self._clients.discard(client)
             client.close()
-            self._tasks.discard(task)
 
     async def _relay(
         self,
@@ -261,7 +203,7 @@ class Balancer:
                     if relay in done:
                         break
                     if gone in done:  # the client left while its response was streaming
-                        _abort(upstream)
+                        abort(upstream)
                         return False
                 return relay.result()
             finally:
@@ -290,7 +232,7 @@ class Balancer:
                 ConnectionError,
                 ValueError,
             ):
-                _abort(client)  # the upstream died before its answer: the client sees it fail
+                abort(client)  # the upstream died before its answer: the client sees it fail
                 return False
             status = _status(head)
             if 100 <= status < 200 and status != 101:
@@ -331,7 +273,7 @@ class Balancer:
             ConnectionError,
             ValueError,
         ):
-            _abort(client)  # the upstream died mid-response: so does the client's connection
+            abort(client)  # the upstream died mid-response: so does the client's connection
             return False
         # Unless the whole body went up, what is left of it is still in the client's stream:
         # that connection cannot carry another request.
@@ -488,8 +430,3 @@ async def _respond(writer: asyncio.StreamWriter, status: int, text: bytes) -> No
     )
     with contextlib.suppress(OSError):
         await writer.drain()
-
-
-def _abort(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        writer.transport.abort()

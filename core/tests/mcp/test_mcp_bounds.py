@@ -361,6 +361,15 @@ async def test_the_application_namespace_holds_only_sessions(
         assert beats <= records
         assert records - beats
         assert all(r.startswith(LEDGER_PREFIX) for r in records - beats)
+        # Every session of alice ended (on either instance): no ledger of hers is left behind,
+        # so the layer keeps no record per principal ever seen.
+        for url, session in zip((b, a), opened, strict=True):
+            ended = await http.delete(url, headers=headers("alice", session))
+            assert ended.status_code == 200
+        async with open_store(spec, namespace=own) as layer_store:
+            records = {s.id for s in await layer_store.list_sessions()}
+        assert not {r for r in records if r.startswith(LEDGER_PREFIX + "principal.")}
+        assert LEDGER_PREFIX + "all.0" in records  # the fleet's shards stay
     async with open_store(spec, namespace=own) as layer_store:
         # A clean stop takes the heartbeats away; the ledgers stay (they count live sessions).
         left = {s.id for s in await layer_store.list_sessions()}

@@ -33,6 +33,8 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+from ._asgi import holders as _holders
+
 if TYPE_CHECKING:
     from .events import SessionEventStore
 
@@ -42,10 +44,6 @@ logger = logging.getLogger("sessionstore.mcp")
 
 # What FastMCP's SessionScopedEventStore makes of a stream id: "<len>:<transport id>:<stream id>".
 _SCOPED_STREAM_ID = re.compile(r"[0-9]{1,3}:[0-9a-f]{32}:")
-# The attributes an ASGI app, a Starlette router, route, mount or middleware keeps what it wraps
-# or routes to in; a walk through them finds the objects that hold a session manager.
-_WRAPPING = ("app", "router", "routes", "endpoint", "_app")
-_MAX_OBJECTS = 10_000  # a walk visits at most this many objects (an app is a few dozen)
 _UNSCOPED_CLASSES: dict[type, type] = {}
 
 
@@ -79,31 +77,6 @@ def _unscoped_class(cls: type) -> type:
         _UNSCOPED_CLASSES[cls] = unscoped
         _UNSCOPED_CLASSES[unscoped] = unscoped
     return unscoped
-
-
-def _holders(app: object) -> list[Any]:
-    """The objects behind ``app`` that hold a session manager (an attribute ``session_manager``:
-    FastMCP's and the SDK's ``StreamableHTTPASGIApp``), found through the attributes routers,
-    routes, mounts and middleware keep what they wrap in."""
-    found: list[Any] = []
-    seen: set[int] = set()
-    pending: list[object] = [app]
-    while pending and len(seen) < _MAX_OBJECTS:
-        item = pending.pop()
-        if id(item) in seen or item is None or isinstance(item, (str, bytes, int, float)):
-            continue
-        seen.add(id(item))
-        if isinstance(item, (list, tuple)):
-            pending.extend(item)
-            continue
-        if "session_manager" in getattr(item, "__dict__", {}):
-            found.append(item)
-        for name in _WRAPPING:
-            try:
-                pending.append(getattr(item, name, None))
-            except Exception:  # a property that raises: nothing behind it
-                continue
-    return found
 
 
 class ScopedAdapters:

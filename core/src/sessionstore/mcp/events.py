@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -30,6 +29,8 @@ from ..errors import EventNotFoundError, InvalidSessionError, SessionStoreError
 from ..records import Event
 from ..store import SessionStore
 from ._fastmcp import looks_scoped
+from ._ids import INSTANCE_ID, INTEGER
+from ._log import shown, shown_id
 from ._sdk import (
     ANSWER_KINDS,
     EventMessage,
@@ -58,22 +59,6 @@ INTERRUPTED_ERROR_CODE = -32603
 """The JSON-RPC error code sent when the instance running a request died (an internal error)."""
 
 _SEPARATOR = b"\n"
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
-
-
-LOGGED_LENGTH = 80
-"""The most characters of a client-chosen value (session id, event id, stream id, message) a log
-line shows: a client must not choose the size of the server's log lines."""
-
-
-def shown(value: object, limit: int = LOGGED_LENGTH) -> str:
-    """``value`` for a log line: its ``repr`` (so control characters cannot forge lines), cut
-    to ``limit`` characters with a note of the whole length when longer."""
-    text = value if isinstance(value, str) else str(value)
-    if len(text) <= limit:
-        return repr(text)
-    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def check_instance_id(instance_id: str, *, longest: int = 80) -> str:
@@ -81,7 +66,7 @@ def check_instance_id(instance_id: str, *, longest: int = 80) -> str:
     ``A-Z a-z 0-9 _ -``), else raise ``ValueError``."""
     if (
         not isinstance(instance_id, str)
-        or not _INSTANCE_ID.fullmatch(instance_id)
+        or not INSTANCE_ID.fullmatch(instance_id)
         or len(instance_id) > longest
     ):
         raise ValueError(f"instance_id must be 1-{longest} of A-Z a-z 0-9 _ -, not {instance_id!r}")
@@ -95,7 +80,7 @@ def _client_event_id(producer: str, store_event_id: str) -> str:
 def _parse_client_event_id(event_id: str) -> tuple[str, str] | None:
     """``(producer, store event id)`` of an id :class:`SessionEventStore` handed out, else None."""
     producer, dot, store_event_id = event_id.partition(".")
-    if not dot or not store_event_id or not _INSTANCE_ID.fullmatch(producer):
+    if not dot or not store_event_id or not INSTANCE_ID.fullmatch(producer):
         return None
     return producer, store_event_id
 
@@ -123,7 +108,7 @@ class SessionScope:
         self.replayed: str | None = None  # the stream a resuming request replayed
 
     def __repr__(self) -> str:
-        return f"<SessionScope {self.session_id!r} recording={self.recording}>"
+        return f"<SessionScope {shown_id(self.session_id)} recording={self.recording}>"
 
 
 _current: contextvars.ContextVar[SessionScope | None] = contextvars.ContextVar(
@@ -173,6 +158,10 @@ class SessionEventStore(EventStore):
 
     Create it unbound (``SessionEventStore()``) to hand it to the SDK before the store is
     open; :class:`~sessionstore.mcp.McpSessions` binds it at startup.
+
+    ``outgoing`` (set by :class:`~sessionstore.mcp.McpSessions` to its reply relay's) sees each
+    message before it is stored and may change it in place (see :meth:`store_event`): what
+    the client receives is the changed message.
     """
 
     def __init__(
@@ -229,7 +218,12 @@ class SessionEventStore(EventStore):
     # -- the SDK's interface -----------------------------------------------------------------
 
     async def store_event(self, stream_id: str, message: Any) -> str:
-        """Store one event of the current session's stream ``stream_id``; return its id."""
+        """Store one event of the current session's stream ``stream_id``; return its id.
+
+        ``message`` is first handed to :attr:`outgoing` (when set), which may change it in
+        place: under :class:`~sessionstore.mcp.McpSessions` a request to the client gets an id
+        naming this instance, and a ``notifications/cancelled`` the rewritten id it cancels.
+        The SDK then sends the changed message, as stored, to the client."""
         scope = _current.get()
         if scope is None:
             raise RuntimeError(
@@ -244,7 +238,7 @@ class SessionEventStore(EventStore):
                 "MCP session %s: stream ids carry FastMCP's per-transport prefix, so its "
                 "streams cannot resume on another instance: serve mcp.http_app() through "
                 "McpSessions.wrap(), which keeps FastMCP from wrapping this event store",
-                shown(scope.session_id),
+                shown_id(scope.session_id),
             )
         if self.outgoing is not None and message is not None:
             await self.outgoing(scope.session_id, message)
@@ -264,7 +258,7 @@ class SessionEventStore(EventStore):
             # still goes out live, it just cannot be replayed.
             logger.warning(
                 "event of session %s stream %s not stored: %s",
-                shown(scope.session_id),
+                shown_id(scope.session_id),
                 shown(stream_id),
                 shown(exc, 300),
             )
@@ -294,7 +288,7 @@ class SessionEventStore(EventStore):
             logger.info(
                 "replay of %s for session %s: not an id of ours",
                 shown(last_event_id),
-                shown(session_id),
+                shown_id(session_id),
             )
             return None
         producer, cursor = parsed
@@ -304,7 +298,7 @@ class SessionEventStore(EventStore):
             logger.info(
                 "replay of %s for session %s: %s",
                 shown(last_event_id),
-                shown(session_id),
+                shown_id(session_id),
                 shown(exc, 300),
             )
             return None
@@ -374,7 +368,7 @@ class SessionEventStore(EventStore):
             except EventNotFoundError:
                 return  # the session ended or the cursor fell out of retention
             except SessionStoreError as exc:
-                logger.warning("following session %s: %s", shown(session_id), shown(exc, 300))
+                logger.warning("following session %s: %s", shown_id(session_id), shown(exc, 300))
                 continue
             if events:
                 await replay.deliver(events, send_callback)
@@ -412,7 +406,7 @@ class SessionEventStore(EventStore):
     ) -> None:
         """Answer the stream's request with an error, stored first so every resumer sees it."""
         stream_id = replay.stream_id
-        request_id: str | int = int(stream_id) if _INTEGER.fullmatch(stream_id) else stream_id
+        request_id: str | int = int(stream_id) if INTEGER.fullmatch(stream_id) else stream_id
         message = error_message(
             request_id,
             INTERRUPTED_ERROR_CODE,
@@ -427,7 +421,7 @@ class SessionEventStore(EventStore):
             event_id = f"unstored-{secrets.token_hex(8)}"
         logger.warning(
             "session %s: request %s interrupted (instance %s stopped)",
-            shown(session_id),
+            shown_id(session_id),
             shown(stream_id),
             shown(producer),
         )

@@ -11,7 +11,12 @@ A place is given back when the session ends through the layer (``DELETE``, or an
 SDK refused). A session that expires or is deleted some other way keeps its place until a
 ledger found full is *pruned*: the places of sessions the application's store no longer has are
 dropped, except those reserved in the last :data:`RESERVATION_GRACE` seconds (a session is
-reserved just before its record is created).
+reserved just before its record is created). An instance prunes one ledger at most once per
+:data:`FULL_HOLD` while it stays full, so a client knocking on a full ledger costs one record
+read, not a batch read of every session in it.
+
+A ledger whose last place is given back is deleted, so a principal seen once leaves no record
+behind (a reservation racing with the deletion creates it afresh).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from ..errors import (
 )
 from ..models import Session, TransportType
 from ..store import SessionStore
+from ._clock import now_ms
+from ._log import shown
 
 __all__ = [
     "LEDGER_PREFIX",
@@ -66,9 +73,12 @@ RESERVATION_GRACE = 10.0
 FULL_HOLD = 1.0
 """Seconds an instance that found every shard full answers 503 without reading them again, so a
 client knocking on a full fleet costs the store nothing. A session ended on this instance ends
-the hold at once; one ended elsewhere is seen once the hold is over."""
+the hold at once; one ended elsewhere is seen once the hold is over. Also the least time
+between two prunes of one ledger on one instance while it stays full (a place given back
+through the layer is seen at once: only the places of sessions gone some other way wait)."""
 
 _ATTEMPTS = 30  # compare-and-set rounds before a ledger counts as unavailable
+_MAX_HOLDS = 4096  # ledgers whose last prune this instance remembers (one per full principal)
 _HELD = "held"  # the ledger's metadata key: {session id: reserved at, Unix ms}
 
 
@@ -115,6 +125,8 @@ class SessionLimits:
         )
         self._clock = clock
         self._full_until = 0.0  # time.monotonic() until which the fleet counts as full here
+        # ledger id -> time.monotonic() before which it is not pruned again (found full)
+        self._prune_after: dict[str, float] = {}
         if self.max_sessions is None:
             self._caps: list[int] = []
         else:
@@ -157,15 +169,18 @@ class SessionLimits:
         A prune keeps a place whose record it does not find for :data:`RESERVATION_GRACE`
         seconds only, so a creation slower than half that may have lost one: then each place is
         taken again (where it still stands, that changes nothing), and ``False`` means a limit
-        was reached meanwhile (the caller ends the session and releases the rest). Raises
-        :class:`~sessionstore.SessionStoreError` as :meth:`admit` does.
+        was reached meanwhile (the caller ends the session and releases the rest). The
+        principal's place is checked whatever the time (one read): the principal's ledger is
+        deleted when its last place is given back, and a place reserved just before that delete
+        reached the store went with it. Raises :class:`~sessionstore.SessionStoreError` as
+        :meth:`admit` does.
         """
-        if time.monotonic() - admission.at < RESERVATION_GRACE / 2:
-            return True
         if self.max_sessions_per_principal is not None and not await self._reserve(
             _principal_ledger(principal), self.max_sessions_per_principal, session_id
         ):
             return False
+        if time.monotonic() - admission.at < RESERVATION_GRACE / 2:
+            return True
         shard = admission.shard
         if shard is not None and 0 <= shard < len(self._caps):
             return await self._reserve(_shard_ledger(shard), self._caps[shard], session_id)
@@ -174,17 +189,20 @@ class SessionLimits:
     async def release(self, session_id: str, principal: str, shard: int | None) -> None:
         """Give back the places of ``session_id`` (best effort: a place not given back is
         freed by the next prune once the session's record is gone)."""
-        ledgers = []
+        ledgers = []  # (ledger id, deleted once empty): the shards are few, principals are not
         if self.max_sessions_per_principal is not None:
-            ledgers.append(_principal_ledger(principal))
+            ledgers.append((_principal_ledger(principal), True))
         if shard is not None and 0 <= shard < len(self._caps):
-            ledgers.append(_shard_ledger(shard))
+            ledgers.append((_shard_ledger(shard), False))
             self._full_until = 0.0
-        for ledger_id in ledgers:
+        for ledger_id, delete_empty in ledgers:
+            self._prune_after.pop(ledger_id, None)
             try:
-                await self._drop(ledger_id, session_id)
+                await self._drop(ledger_id, session_id, delete_empty=delete_empty)
             except SessionStoreError as exc:
-                logger.warning("place of a session not given back in %s: %s", ledger_id, exc)
+                logger.warning(
+                    "place of a session not given back in %s: %s", ledger_id, shown(exc, 300)
+                )
 
     # -- ledgers -----------------------------------------------------------------------------
 
@@ -221,13 +239,17 @@ class SessionLimits:
             if session_id in held:
                 return True
             if len(held) >= cap:
+                if time.monotonic() < self._prune_after.get(ledger_id, 0.0):
+                    return False  # pruned a moment ago and still full: spare the batch read
                 pruned = await self._pruned(held, now)
                 if len(pruned) >= cap:
+                    self._hold(ledger_id)
                     if len(pruned) < len(held):  # keep what the prune found, if no one wrote
                         ledger.metadata[_HELD] = pruned
                         with contextlib.suppress(ConflictError, SessionNotFoundError):
                             await self._ledgers.update_session(ledger)
                     return False
+                self._prune_after.pop(ledger_id, None)
                 held = pruned
             held[session_id] = now
             ledger.metadata[_HELD] = held
@@ -238,7 +260,7 @@ class SessionLimits:
             return True
         raise ConflictError(ledger_id, detail=f"ledger still contended after {_ATTEMPTS} attempts")
 
-    async def _drop(self, ledger_id: str, session_id: str) -> None:
+    async def _drop(self, ledger_id: str, session_id: str, *, delete_empty: bool) -> None:
         for _ in range(_ATTEMPTS):
             try:
                 ledger = await self._ledgers.get_session(ledger_id)
@@ -247,15 +269,36 @@ class SessionLimits:
             held = _held_of(ledger)
             if held.pop(session_id, None) is None:
                 return
-            ledger.metadata[_HELD] = held
             try:
-                await self._ledgers.update_session(ledger)
+                if held or not delete_empty:
+                    ledger.metadata[_HELD] = held
+                    await self._ledgers.update_session(ledger)
+                else:
+                    # The last place of a principal: no record left behind per principal ever
+                    # seen. The store has no compare-and-set delete: a reservation written
+                    # between the read above and this delete loses its place, which confirm()
+                    # takes again once that session's record exists. Only a delete delayed in
+                    # flight past that confirmation (longer than an opening takes) could let the
+                    # principal hold one session over its limit, until one of them ends.
+                    await self._ledgers.delete_session(ledger_id)
             except SessionNotFoundError:
                 return
             except ConflictError:
                 continue
             return
         raise ConflictError(ledger_id, detail=f"ledger still contended after {_ATTEMPTS} attempts")
+
+    def _hold(self, ledger_id: str) -> None:
+        """Prune ``ledger_id`` (found full after a prune) again only after :data:`FULL_HOLD`."""
+        now = time.monotonic()
+        holds = self._prune_after
+        holds.pop(ledger_id, None)  # re-inserted last: the dict stays in order of expiry
+        if len(holds) >= _MAX_HOLDS:  # bounded: the expired go first, then the oldest
+            for key in [k for k, until in holds.items() if until <= now]:
+                del holds[key]
+            while len(holds) >= _MAX_HOLDS:
+                del holds[next(iter(holds))]
+        holds[ledger_id] = now + FULL_HOLD
 
     async def _pruned(self, held: dict[str, int], now: int) -> dict[str, int]:
         """``held`` without the sessions the application's store no longer has (reserved more
@@ -269,7 +312,7 @@ class SessionLimits:
         }
 
     def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return now_ms(self._clock)
 
 
 def _principal_ledger(principal: str) -> str:

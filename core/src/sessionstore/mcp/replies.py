@@ -22,15 +22,18 @@ sticky routing:
 - **An answer on another instance** whose id is noted, not expired, and whose asker is alive is
   *claimed*: removed from the record by compare-and-set, so at most one answer per request ever
   crosses. It is appended to the session's reply stream of the asking instance
-  (:func:`reply_stream_id`) and answered ``202``, as the SDK answers a response. Any other
+  (:func:`reply_stream_id`) and answered ``202``, as the SDK answers a response. When that
+  append fails, the ask is put back and the client is answered ``503``: it may send the answer
+  again, on any instance (the asker takes the first answer to a request). Any other
   answer (an id never asked, expired, already answered, or an asker that died: its request is
   gone with it, and the client learns so on the request's own stream) is answered ``202`` and
   dropped, as the SDK drops an answer to a request it does not know. A flood of them costs a
   read each (the one every request of a session costs) and no write; the store holds at most
-  one relayed answer per asked request.
+  one relayed answer per asked request (two should an append reported failed have been
+  written after all).
 - **The asker follows** its reply stream in each session with a request outstanding (every
   ``poll_interval`` while answers come, backing off to ``max_poll_interval``, one second by
-  default) and hands each
+  default; several sessions at once, so one slow to deliver holds up no other) and hands each
   answer to its local SDK under the local session's id, with the headers of the session's
   latest request on this instance (so the SDK's own authentication passes). After the deadline
   it stops following that request.
@@ -47,11 +50,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +63,14 @@ from .._tasks import cancel_and_wait
 from ..errors import EventNotFoundError, SessionNotFoundError, SessionStoreError
 from ..models import Session
 from ..store import SessionStore
-from ._sdk import ANSWER_KINDS, _parse_any, _types, _wire, dump_message
-from .events import shown
+from ._asgi import Scope, Send
+from ._clock import now_ms
+from ._ids import INSTANCE_ID_PATTERN, INTEGER
+from ._log import shown, shown_id
+from ._sdk import ANSWER_KINDS, dump_message
+from ._sdk import parse_any as _parse_any
+from ._sdk import sdk_types as _types
+from ._sdk import wire as _wire
 
 __all__ = [
     "ASKS_METADATA_KEY",
@@ -73,9 +83,6 @@ __all__ = [
 
 logger = logging.getLogger("sessionstore.mcp")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
 Post = Callable[[str, Scope, bytes], Awaitable["int | None"]]
 """``post(session_id, scope, body)``: POST ``body`` to the local SDK session of ``session_id``
 with the headers of ``scope``; the SDK's HTTP status, ``None`` when the session is not here."""
@@ -96,9 +103,9 @@ _STREAM_PREFIX = "_replies."
 _SEPARATOR = b"\n"
 _LONGEST_LOCAL = 160  # the longest string request id of the SDK's the relay rewrites
 _LONGEST_ID = 80 + 2 + _LONGEST_LOCAL  # the longest rewritten id
-_WIRE_ID = re.compile(r"([A-Za-z0-9_-]{1,80}):([is])(.{1,160})", re.DOTALL)  # _LONGEST_LOCAL
-_INTEGER = re.compile(r"-?[0-9]{1,18}")
+_WIRE_ID = re.compile(rf"({INSTANCE_ID_PATTERN}):([is])(.{{1,160}})", re.DOTALL)  # _LONGEST_LOCAL
 _CANCELLED = "notifications/cancelled"
+_CONCURRENT_POLLS = 8  # sessions the follower polls (and delivers answers in) at once
 
 
 def reply_stream_id(instance_id: str) -> str:
@@ -116,7 +123,7 @@ def wire_id(instance_id: str, local_id: int | str) -> str:
 def _local_id(marker: str, rest: str) -> int | str | None:
     if marker == "s":
         return rest
-    return int(rest) if _INTEGER.fullmatch(rest) else None
+    return int(rest) if INTEGER.fullmatch(rest) else None
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,16 @@ class _Asking:
     answered: set[str] = field(default_factory=set)  # answered here: to strike from the record
     cursor: str | None = None  # the last event read on this instance's reply stream
     interval: float = 0.0
-    next_poll: float = 0.0
+    next_poll: float = 0.0  # time.monotonic() when the reply stream is read next
+    stalled_until: float = 0.0  # the store failed: no strike of ``answered`` before then
+
+
+def _due_at(state: _Asking) -> float:
+    """When the follower polls a session next: its next read, or at once for answers to strike
+    from the record (unless the store just failed)."""
+    if state.answered:
+        return min(state.next_poll, state.stalled_until)
+    return state.next_poll
 
 
 class _NotAsked(Exception):
@@ -332,7 +348,7 @@ class ReplyRelay:
                 state.cursor = await store.append_event(
                     session_id, reply_stream_id(self.instance_id), None
                 )
-            deadline = _now_ms() + int(self.timeout * 1000)
+            deadline = now_ms() + int(self.timeout * 1000)
             await store.modify_session(session_id, _noting(request_id, deadline, state.answered))
             state.answered.clear()
         except SessionNotFoundError:
@@ -340,7 +356,7 @@ class ReplyRelay:
         except SessionStoreError as exc:
             logger.warning(
                 "session %s: request %s can be answered only on this instance: %s",
-                shown(session_id),
+                shown_id(session_id),
                 shown(request_id),
                 shown(exc, 300),
             )
@@ -355,17 +371,17 @@ class ReplyRelay:
             return 503
         asks = _asks_of(session)
         deadline = asks.get(reply.id)
-        if deadline is None or deadline <= _now_ms():
+        if deadline is None or deadline <= now_ms():
             logger.debug(
                 "session %s: answer to %s dropped: no such request awaits an answer",
-                shown(session.id),
+                shown_id(session.id),
                 shown(reply.id),
             )
             return 202
         if self._liveness is not None and not await self._liveness(reply.instance):
             logger.debug(
                 "session %s: answer to %s dropped: instance %s is gone",
-                shown(session.id),
+                shown_id(session.id),
                 shown(reply.id),
                 shown(reply.instance),
             )
@@ -375,14 +391,16 @@ class ReplyRelay:
         except _NotAsked:
             logger.debug(
                 "session %s: answer to %s dropped: already answered",
-                shown(session.id),
+                shown_id(session.id),
                 shown(reply.id),
             )
             return 202
         except SessionNotFoundError:
             return 202  # ended meanwhile: its requests with it
         except SessionStoreError as exc:
-            logger.warning("session %s: answer not relayed: %s", shown(session.id), shown(exc, 300))
+            logger.warning(
+                "session %s: answer not relayed: %s", shown_id(session.id), shown(exc, 300)
+            )
             return 503
         try:
             await store.append_event(
@@ -393,29 +411,80 @@ class ReplyRelay:
         except SessionNotFoundError:
             return 202
         except SessionStoreError as exc:
-            logger.warning("session %s: answer not relayed: %s", shown(session.id), shown(exc, 300))
+            logger.warning(
+                "session %s: answer not relayed: %s", shown_id(session.id), shown(exc, 300)
+            )
+            await self._unclaim(store, session.id, reply.id, deadline)
             return 503
         return 202
+
+    async def _unclaim(
+        self, store: SessionStore, session_id: str, request_id: str, deadline: int
+    ) -> None:
+        """Put back an ask claimed for an answer that could not be relayed, so the client's
+        retry of the 503 (on any instance) can claim it again rather than be dropped. (Should
+        the failed append have reached the store after all, the asker takes the first of the
+        two answers and ignores the other.)"""
+        try:
+            await store.modify_session(session_id, _noting(request_id, deadline, set()))
+        except SessionNotFoundError:
+            pass  # ended meanwhile: its requests with it
+        except SessionStoreError as exc:
+            logger.warning(
+                "session %s: request %s can no longer be answered on another instance: %s",
+                shown_id(session_id),
+                shown(request_id),
+                shown(exc, 300),
+            )
 
     # -- this instance asked -----------------------------------------------------------------
 
     async def _follow(self) -> None:
-        """Poll the reply streams of the sessions with a request outstanding, for ever."""
-        while True:
-            if not self._sessions:
+        """Poll the reply streams of the sessions with a request outstanding, for ever.
+
+        Each session is polled when its own back-off says (the follower sleeps until the
+        earliest of them, or until woken by a new request or answer), at most
+        :data:`_CONCURRENT_POLLS` at once and never one session twice at once: a slow store read
+        or a slow local SDK (a delivery may wait for a restore) in one session does not hold up
+        the answers of the others.
+        """
+        polling: dict[str, asyncio.Task[None]] = {}
+        limit = asyncio.Semaphore(_CONCURRENT_POLLS)
+
+        def polled(session_id: str, task: asyncio.Task[None]) -> None:
+            if polling.get(session_id) is task:
+                del polling[session_id]
+            self._wake.set()  # its next poll is due at a new time
+
+        try:
+            while True:
                 self._wake.clear()
-                await self._wake.wait()
-            self._wake.clear()
-            now = time.monotonic()
-            for session_id, state in list(self._sessions.items()):
-                if state.next_poll <= now or state.answered:
-                    try:
-                        await self._poll(session_id, state)
-                    except Exception:  # the follower must outlive any one session's trouble
-                        logger.exception("session %s: answers not followed", shown(session_id))
-                        self._sessions.pop(session_id, None)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                now = time.monotonic()
+                earliest: float | None = None
+                for session_id, state in self._sessions.items():
+                    if session_id in polling:
+                        continue  # woken again once that poll is over
+                    due = _due_at(state)
+                    if due <= now:
+                        task = asyncio.create_task(self._polling(session_id, state, limit))
+                        polling[session_id] = task
+                        task.add_done_callback(functools.partial(polled, session_id))
+                    elif earliest is None or due < earliest:
+                        earliest = due
+                timeout = None if earliest is None else max(0.0, earliest - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            await cancel_and_wait(polling.values())
+
+    async def _polling(self, session_id: str, state: _Asking, limit: asyncio.Semaphore) -> None:
+        async with limit:
+            try:
+                await self._poll(session_id, state)
+            except Exception:  # the follower must outlive any one session's trouble
+                logger.exception("session %s: answers not followed", shown_id(session_id))
+                if self._sessions.get(session_id) is state:
+                    del self._sessions[session_id]
 
     async def _poll(self, session_id: str, state: _Asking) -> None:
         store = self._store
@@ -434,12 +503,24 @@ class ReplyRelay:
         except (SessionNotFoundError, EventNotFoundError):
             # The session ended (or, unlikely, the place fell out of the stream's retention:
             # nothing can be found after it any more).
-            self._sessions.pop(session_id, None)
+            if self._sessions.get(session_id) is state:
+                del self._sessions[session_id]
             return
         except SessionStoreError as exc:
-            logger.warning("session %s: answers not read: %s", shown(session_id), shown(exc, 300))
+            logger.warning(
+                "session %s: answers not read: %s", shown_id(session_id), shown(exc, 300)
+            )
+            state.stalled_until = self._backed_off(state)  # the strike too: no tight retry loop
+        if state.next_poll <= now:  # not read (no place on the stream yet, or the read failed)
+            self._backed_off(state)
         if not state.asked and not state.answered and self._sessions.get(session_id) is state:
             del self._sessions[session_id]
+
+    def _backed_off(self, state: _Asking) -> float:
+        """Put the session's next poll further off; when it is."""
+        state.interval = min(state.interval * 1.5 or self.poll_interval, self.max_poll_interval)
+        state.next_poll = time.monotonic() + state.interval
+        return state.next_poll
 
     async def _read(self, session_id: str, state: _Asking, store: SessionStore) -> None:
         assert state.cursor is not None
@@ -455,9 +536,9 @@ class ReplyRelay:
             await self._deliver(session_id, reply)
         if events:
             state.interval = self.poll_interval
+            state.next_poll = time.monotonic() + state.interval
         else:
-            state.interval = min(state.interval * 1.5 or self.poll_interval, self.max_poll_interval)
-        state.next_poll = time.monotonic() + state.interval
+            self._backed_off(state)
 
     async def _deliver(self, session_id: str, reply: Reply) -> None:
         scope = self._scopes.get(session_id)
@@ -465,11 +546,13 @@ class ReplyRelay:
         if scope is not None and self._post is not None:
             status = await self._post(session_id, scope, reply.for_sdk())
         if status == 202:
-            logger.info("session %s: answer to %s relayed here", shown(session_id), shown(reply.id))
+            logger.info(
+                "session %s: answer to %s relayed here", shown_id(session_id), shown(reply.id)
+            )
         else:
             logger.warning(
                 "session %s: answer to %s not delivered (the local SDK answered %s)",
-                shown(session_id),
+                shown_id(session_id),
                 shown(reply.id),
                 status,
             )
@@ -479,13 +562,9 @@ def _rewritable(value: object) -> int | str | None:
     """``value`` if it is a request id the relay can rewrite (and recognise once rewritten)."""
     if isinstance(value, str) and 0 < len(value) <= _LONGEST_LOCAL:
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and _INTEGER.fullmatch(str(value)):
+    if isinstance(value, int) and not isinstance(value, bool) and INTEGER.fullmatch(str(value)):
         return value
     return None
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _asks_of(session: Session) -> dict[str, int]:
@@ -501,7 +580,7 @@ def _noting(request_id: str | None, deadline: int, struck: set[str]) -> Callable
     expired, keep the newest :data:`MAX_ASKS`."""
 
     def note(session: Session) -> None:
-        now = _now_ms()
+        now = now_ms()
         asks = {k: v for k, v in _asks_of(session).items() if v > now and k not in struck}
         if request_id is not None:
             asks[request_id] = deadline
@@ -521,7 +600,7 @@ def _claiming(request_id: str) -> Callable[[Session], None]:
     def claim(session: Session) -> None:
         asks = _asks_of(session)
         deadline = asks.pop(request_id, None)
-        if deadline is None or deadline <= _now_ms():
+        if deadline is None or deadline <= now_ms():
             raise _NotAsked(request_id)
         if asks:
             session.metadata[ASKS_METADATA_KEY] = asks
@@ -532,7 +611,8 @@ def _claiming(request_id: str) -> Callable[[Session], None]:
 
 
 async def _respond(send: Send, status: int, session_id: str) -> None:
-    """Answer as the SDK answers a POSTed response (202, no body), or 503 as the layer does."""
+    """Answer as the SDK answers a POSTed response (202, no body), or 503 as the layer answers
+    whenever the store fails (the one error body of the layer, per SDK version)."""
     if status == 202:
         headers = [
             (b"content-length", b"0"),
@@ -542,12 +622,7 @@ async def _respond(send: Send, status: int, session_id: str) -> None:
         await send({"type": "http.response.start", "status": 202, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
-    error = {
-        "jsonrpc": "2.0",
-        "id": None,
-        "error": {"code": -32600, "message": "Session store unavailable"},
-    }
-    body = json.dumps(error, separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    # Imported here: roaming imports this module at its top.
+    from .roaming import _json_error
+
+    await _json_error(send, status, "Session store unavailable")

@@ -27,27 +27,18 @@ Requests outside ``path``, and requests of the 2026 stateless protocol (no sessi
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-import pydantic_core
-from mcp.server.auth.middleware.bearer_auth import (
-    AuthenticatedUser,
-    RequireAuthMiddleware,
-    authorization_context,
-)
-from starlette.applications import Starlette
-from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.routing import Mount, Route, Router
+from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
 
 from .._tasks import cancel_and_wait
 from ..errors import (
@@ -58,9 +49,43 @@ from ..errors import (
 )
 from ..models import Session, TransportType, new_session_id
 from ..store import SessionStore, open_store
+from ._asgi import (
+    MAX_BODY,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    buffered,
+    find_route,
+    has_authentication,
+    header,
+    header_of,
+    replaying,
+    too_large,
+    under,
+    with_header,
+)
+from ._capture import Captured, RestoreFailed
 from ._fastmcp import ScopedAdapters
+from ._initialize import (
+    Unparsable,
+    initialize_body,
+    is_initialize,
+    kept_initialize,
+    parse_as_the_sdk_does,
+)
+from ._lifespan import mounted_lifespan, serve_lifespan
+from ._log import shown, shown_id
+from ._principals import (
+    Principal,
+    default_principal,
+    owner_digest,
+    principal_digest,
+    request_identity,
+)
 from ._sdk import SDK_MAJOR
-from .events import SessionEventStore, check_instance_id, session_scope, shown
+from .events import SessionEventStore, check_instance_id, session_scope
 from .instances import Heartbeat
 from .limits import MAX_PER_PRINCIPAL, MAX_SESSIONS, SessionLimits, check_limit
 from .replies import DEFAULT_REPLY_TIMEOUT, ReplyRelay, parse_reply
@@ -75,13 +100,6 @@ __all__ = [
 
 logger = logging.getLogger("sessionstore.mcp")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Principal = Callable[[Scope], "str | None"]
-
 MCP_METADATA_KEY = "mcp"
 """The key of a session's metadata where the layer keeps its initialize request and principal."""
 
@@ -95,7 +113,6 @@ _REPLAYED_HEADERS = {
     b"content-type",
     b"accept",
 }
-_MAX_BODY = 4 * 1024 * 1024  # the SDK's own default limit
 DEFAULT_MAX_INITIALIZE_BYTES = 64 * 1024
 """The default of ``McpSessions(max_initialize_bytes=...)``: the largest initialize request the
 layer keeps for a session (a client's is typically well under 1 KiB)."""
@@ -114,29 +131,17 @@ def layer_namespace(namespace: str) -> str:
     return f"{namespace[: 64 - len(_LAYER_SUFFIX) - 17]}.{digest}{_LAYER_SUFFIX}"
 
 
-def default_principal(scope: Scope) -> str | None:
-    """Who makes the request: the authenticated user Starlette's ``AuthenticationMiddleware``
-    put in ``scope["user"]`` (the SDK's own bearer auth included), or ``None`` when anonymous.
-
-    For the SDK's ``AuthenticatedUser`` it is the token's client id, issuer and subject, what the
-    SDK itself compares; for another authenticated user, its ``display_name``."""
-    user = scope.get("user")
-    if user is None or not getattr(user, "is_authenticated", False):
-        return None
-    if isinstance(user, AuthenticatedUser):
-        context = authorization_context(user)
-        parts = (context["client_id"], context["issuer"], context["subject"])
-        return "\x1f".join("" if part is None else str(part) for part in parts)
-    name = getattr(user, "display_name", None) or getattr(user, "username", None)
-    return None if name is None else str(name)
-
-
 class McpSessions:
     """Sessions of an MCP server fleet kept in a sessionstore store.
 
     ``store`` is a spec for :func:`~sessionstore.open_store` (opened at startup with
-    ``store_options``, closed at shutdown) or an open :class:`~sessionstore.SessionStore` (left
-    open). Hand :attr:`event_store` to the SDK and serve :meth:`wrap` of the SDK's app::
+    ``store_options``, closed at shutdown) or an open :class:`~sessionstore.SessionStore` made
+    by :func:`~sessionstore.open_store` (left open; one constructed directly is refused with
+    ``TypeError``: the layer opens its own namespace beside it with
+    :meth:`~sessionstore.SessionStore.sibling`). A relative SQLite path is resolved against
+    the working directory of the layer's startup: give an absolute one.
+
+    Hand :attr:`event_store` to the SDK and serve :meth:`wrap` of the SDK's app::
 
         sessions = McpSessions("redis://cache:6379/0", ttl=1800)
         mcp = FastMCP("demo", event_store=sessions.event_store)      # SDK 1.x
@@ -175,9 +180,9 @@ class McpSessions:
         max_sessions_per_principal: int | None = None,
         **store_options: Any,
     ) -> None:
-        if type(max_initialize_bytes) is not int or not 256 <= max_initialize_bytes <= _MAX_BODY:
+        if type(max_initialize_bytes) is not int or not 256 <= max_initialize_bytes <= MAX_BODY:
             raise ValueError(
-                f"max_initialize_bytes must be an int from 256 to {_MAX_BODY}, "
+                f"max_initialize_bytes must be an int from 256 to {MAX_BODY}, "
                 f"not {max_initialize_bytes!r}"
             )
         self.max_initialize_bytes = max_initialize_bytes
@@ -193,6 +198,14 @@ class McpSessions:
         if isinstance(store, SessionStore) and store_options:
             raise TypeError(
                 f"store options {sorted(store_options)} apply only when store is a spec"
+            )
+        if isinstance(store, SessionStore) and store._reopen is None:
+            # The layer's own records go to a sibling store on the same backend, which only a
+            # store made by open_store() knows how to open.
+            raise TypeError(
+                "McpSessions: store must be a spec or a store made by open_store(); this "
+                "SessionStore was constructed directly, so the layer cannot open its own "
+                "namespace (heartbeats, limits) on the same backend (store.sibling())"
             )
         self._spec = store
         self._store_options = store_options
@@ -256,8 +269,9 @@ class McpSessions:
         (inside the SDK's ``RequireAuthMiddleware`` when there is one), so it runs after every
         authentication of the app, the SDK's own included. Otherwise it runs in front of
         ``app``: a Starlette app with an ``AuthenticationMiddleware`` but no such route is
-        refused here (``ValueError``), and a request that an authentication inside ``app``
-        shows to be someone the layer did not see is answered 500 and logged as an error.
+        refused here (``ValueError``). Either way, a request that an authentication after the
+        layer (inside ``app``, or between the route and the SDK's endpoint) shows to be someone
+        the layer did not see is answered 500 and logged as an error, once ``app`` ran it.
         """
         if self._app is not None:
             raise RuntimeError("McpSessions.wrap: one McpSessions serves one app")
@@ -319,6 +333,7 @@ class McpSessions:
                 self.instance_id,
                 interval=self.heartbeat_interval,
                 ttl=self.heartbeat_ttl,
+                legacy=self._store,  # instances of earlier releases (see .instances)
             )
             await heartbeat.start()
         except BaseException:
@@ -400,58 +415,6 @@ class McpSessions:
                     logger.warning("sweep of local sessions failed: %s", shown(exc, 300))
 
 
-class _Captured:
-    """What the SDK answered to a request the layer made itself (restoring a session)."""
-
-    def __init__(self) -> None:
-        self.status: int | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.answer: dict[str, Any] | None = None
-        self.body = b""  # the first _KEPT_ANSWER bytes, to pass a refusal on as it was
-        self._buffer = b""
-        self.complete = anyio.Event()
-
-    def header(self, name: bytes) -> str | None:
-        return _header_of(self.headers, name)
-
-    async def send_to(self, send: Send) -> None:
-        """Answer a client exactly as the SDK answered the layer (a refusal: a short body)."""
-        headers = [(k, v) for k, v in self.headers if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(self.body)).encode()))
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
-
-    def feed(self, chunk: bytes) -> None:
-        """Take body bytes (a JSON body or an SSE stream); note the first JSON-RPC answer."""
-        if len(self.body) < _KEPT_ANSWER:
-            self.body += chunk[: _KEPT_ANSWER - len(self.body)]
-        self._buffer += chunk.replace(b"\r\n", b"\n")
-        if "event-stream" not in (self.header(b"content-type") or ""):
-            return
-        while b"\n\n" in self._buffer:
-            event, _, self._buffer = self._buffer.partition(b"\n\n")
-            data = b"\n".join(
-                line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")
-            )
-            self._note(data)
-
-    def finish(self) -> None:
-        if "json" in (self.header(b"content-type") or ""):
-            self._note(self._buffer)
-        self.complete.set()
-
-    def _note(self, data: bytes) -> None:
-        if self.answer is not None or not data:
-            return
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return
-        if isinstance(message, dict) and ("result" in message or "error" in message):
-            self.answer = message
-            self.complete.set()
-
-
 class _RoamingApp:
     """The ASGI layer :meth:`McpSessions.wrap` returns."""
 
@@ -462,22 +425,39 @@ class _RoamingApp:
         self._restoring: dict[str, asyncio.Lock] = {}
         self._touched: dict[str, float] = {}
         # Where the layer's requests go: the SDK route's endpoint when the handling is inside the
-        # route (see _install_in_route), else the whole app, watched for hidden authentication.
+        # route (see _install_in_route), else the whole app. Watched for hidden authentication
+        # either way: inside the route, middleware of the route itself (Route(middleware=...))
+        # or an authenticating wrapper of the endpoint still runs after the layer.
         self.inside = _install_in_route(app, sessions.path, self)
-        self._sdk: ASGIApp = self.inside if self.inside is not None else self._watched
+        self._target: ASGIApp = self.inside if self.inside is not None else app
         # FastMCP's app wraps the event store per transport, which defeats a fleet: undone.
         self._adapters = ScopedAdapters(app, sessions.event_store)
 
     async def forget_gone_sessions(self) -> int:
-        """Drop the local ids of sessions the store no longer has; return how many."""
+        """Drop the local ids of sessions the store no longer has; return how many.
+
+        Also drops what the layer noted of sessions this instance does not hold: their last
+        touch (a relayed answer, a failed restore touch sessions held elsewhere) and their
+        restore locks no request waits on (a failed restore leaves its lock), so neither grows
+        with every session the instance ever saw."""
         known = list(self._local)
         live = {s.id for s in await self.sessions.store.get_sessions_batch(known)}
         gone = [session_id for session_id in known if session_id not in live]
         for session_id in gone:
             self._local.pop(session_id, None)
-            self._touched.pop(session_id, None)
+        for session_id in [s for s in self._touched if s not in self._local]:
+            del self._touched[session_id]
+        self._drop_idle_locks()
         self.sessions.replies.retain(set(self._local))
         return len(gone)
+
+    def _drop_idle_locks(self, *session_ids: str) -> None:
+        """Drop the restore locks (of ``session_ids``, or of all) that no request holds or
+        waits on and whose session this instance does not hold."""
+        for session_id in session_ids or list(self._restoring):
+            lock = self._restoring.get(session_id)
+            if lock is not None and not lock.locked() and session_id not in self._local:
+                del self._restoring[session_id]
 
     @property
     def local_sessions(self) -> dict[str, str]:
@@ -490,22 +470,27 @@ class _RoamingApp:
         elif (
             self.inside is None
             and scope["type"] == "http"
-            and _under(scope["path"], self.sessions.path)
+            and under(scope["path"], self.sessions.path)
         ):
             await self._http(scope, receive, send)
         else:  # inside the route, _Endpoint hands the requests of path to _http
             await self.app(scope, receive, send)
 
-    async def _watched(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app, for a layer in front of it: a request that an authentication inside the app
-        shows to be another principal than the layer saw is refused (500), loudly."""
-        seen = _identity(self.sessions.principal, scope)
+    async def _sdk(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The SDK's app (or its route's endpoint), watched: a request that an authentication
+        the layer does not see (inside the app, or between the route and the SDK's endpoint)
+        shows to be another principal than the layer saw is refused (500), loudly.
+
+        The refusal comes only once the app has run the request (the check is on its answer's
+        start): it keeps the client from getting that answer, not the app from having acted on
+        it. Such a setup is a misconfiguration to fix, which the error log names."""
+        seen = request_identity(self.sessions.principal, scope)
         hidden = False
 
         async def send_checked(message: Message) -> None:
             nonlocal hidden
             if message["type"] == "http.response.start" and (
-                _identity(self.sessions.principal, scope) != seen
+                request_identity(self.sessions.principal, scope) != seen
             ):
                 hidden = True
                 logger.error(
@@ -517,7 +502,7 @@ class _RoamingApp:
             if not hidden:
                 await send(message)
 
-        await self.app(scope, receive, send_checked)
+        await self._target(scope, receive, send_checked)
         if hidden:
             await _json_error(send, 500, "Internal Server Error", code=-32603)
 
@@ -533,84 +518,32 @@ class _RoamingApp:
 
         The layer starts once the wrapped app started (the SDK's session manager runs first),
         waits for its running requests before the wrapped app stops (see
-        :meth:`McpSessions.drain`) and stops after it stopped, as when served on its own."""
-        inner = getattr(self.app, "lifespan", None)  # FastMCP's app has one
-        if inner is None:  # any Starlette app, the SDK's included
-            inner = getattr(getattr(self.app, "router", None), "lifespan_context", None)
-
-        @contextlib.asynccontextmanager
-        async def lifespan(parent: Any) -> AsyncIterator[Any]:
-            started = False
-            try:
-                entered = inner(parent) if inner is not None else contextlib.nullcontext()
-                async with entered as state:
-                    if not self.sessions.running:
-                        self._adapters.unscope()
-                        await self.sessions.start()
-                        started = True
-                        self._adapters.check_started()
-                    try:
-                        yield state
-                    finally:
-                        if started:
-                            await self.sessions.drain()
-            finally:
-                if started:
-                    await self.sessions.stop()
-
-        return lifespan
+        :meth:`McpSessions.drain`) and stops after it stopped, as when served on its own.
+        ``RuntimeError`` when the wrapped app's own lifespan cannot be found (see
+        ``_lifespan.mounted_lifespan``)."""
+        return mounted_lifespan(self.app, self.sessions, self._adapters)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Start after the SDK started (its manager must run first) and stop after it stopped
-        (its sessions store events while they wind down)."""
-
-        started_here: list[bool] = []
-
-        async def receive_before() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown" and started_here:
-                # The server closed its streams (sse-starlette ends them at shutdown); the
-                # requests behind them still run: let them finish before the SDK cancels them.
-                await self.sessions.drain()
-            return message
-
-        async def send_after(message: Message) -> None:
-            kind = message["type"]
-            if kind == "lifespan.startup.complete" and not self.sessions.running:
-                started_here.append(True)
-                try:
-                    self._adapters.unscope()
-                    await self.sessions.start()
-                    self._adapters.check_started()
-                except Exception as exc:
-                    logger.exception("MCP sessions did not start")
-                    message = {"type": "lifespan.startup.failed", "message": _safe(exc)}
-            elif (
-                kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed") and started_here
-            ):
-                await self.sessions.stop()
-            await send(message)
-
-        await self.app(scope, receive_before, send_after)
+        await serve_lifespan(self.app, self.sessions, self._adapters, scope, receive, send)
 
     # -- requests ----------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._adapters.unscope()  # a FastMCP manager made after startup (see lifespan)
-        session_id = _header(scope, _SESSION_HEADER)
+        session_id = header(scope, _SESSION_HEADER)
         if session_id is not None:
             await self._serve(session_id, scope, receive, send)
             return
         if scope["method"] != "POST":
             await self._sdk(scope, receive, send)
             return
-        body, receive = await _buffered(receive)
+        body, receive = await buffered(receive)
         if body is None:
-            await _too_large(send)
+            await too_large(send)
             return
         try:
-            opening = _is_initialize(_parse_as_the_sdk_does(body))
-        except _Unparsable as exc:
+            opening = is_initialize(parse_as_the_sdk_does(body))
+        except Unparsable as exc:
             # What SDK 1.x answers 500 to (deep nesting, invalid UTF-8): SDK 2.x's answer.
             await _json_error(send, 400, f"Parse error: {exc}", code=-32700)
             return
@@ -629,13 +562,13 @@ class _RoamingApp:
             return
         store = self.sessions.store
         session_id = new_session_id()
-        principal = _digest(self.sessions.principal(scope))
+        principal = principal_digest(self.sessions.principal(scope))
         kept: dict[str, Any] = {
-            **_kept_initialize(body),
+            **kept_initialize(body),
             "principal": principal,
             "opened_by": self.sessions.instance_id,
         }
-        owner = _owner(scope)
+        owner = owner_digest(scope)
         if owner is not None:
             kept["owner"] = owner
         limits = self.sessions.limits
@@ -674,11 +607,19 @@ class _RoamingApp:
             await self._release(session_id, kept)
             await _json_error(send, 503, "Too many open sessions", code=-32603)
             return
-        status = await self._forward(session_id, None, scope, receive, send)
-        if status is None or status >= 400 or session_id not in self._local:
-            self._local.pop(session_id, None)
-            await _quietly(store.delete_session(session_id))
-            await self._release(session_id, kept)
+        opened = False
+        try:
+            status = await self._forward(session_id, None, scope, receive, send)
+            opened = status is not None and status < 400 and session_id in self._local
+        finally:
+            if not opened:
+                # Also when the SDK raised or the request was cancelled: the record and the
+                # places it holds under the limits would otherwise stay (with no store ttl,
+                # for good, locking the principal out at its limit).
+                self._local.pop(session_id, None)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_TIMEOUT):
+                    await _quietly(store.delete_session(session_id))
+                    await self._release(session_id, kept)
 
     async def _release(self, session_id: str, kept: dict[str, Any]) -> None:
         """Give back the places the session held under the limits (it ended here)."""
@@ -697,21 +638,23 @@ class _RoamingApp:
             await _json_error(send, 404, "Session not found")
             return
         except SessionStoreError as exc:
-            logger.warning("session %s: %s", shown(session_id), shown(exc, 300))
+            logger.warning("session %s: %s", shown_id(session_id), shown(exc, 300))
             await _json_error(send, 503, "Session store unavailable")
             return
         kept = session.metadata.get(MCP_METADATA_KEY)
         if not isinstance(kept, dict) or not self._may_use(kept, scope):
             # Exactly the answer an unknown id gets: a stranger learns nothing.
-            logger.warning("session %s: request from another principal refused", shown(session_id))
+            logger.warning(
+                "session %s: request from another principal refused", shown_id(session_id)
+            )
             await _json_error(send, 404, "Session not found")
             return
         body: bytes | None = None
         client_receive = receive
         if scope["method"] == "POST":
-            body, receive = await _buffered(receive)
+            body, receive = await buffered(receive)
             if body is None:
-                await _too_large(send)
+                await too_large(send)
                 return
         ending = scope["method"] == "DELETE"
         if not ending:
@@ -723,16 +666,16 @@ class _RoamingApp:
             routed = await self.sessions.replies.route(session, reply, send)
             if routed is None:
                 return  # relayed (or dropped) and answered
-            body, receive = routed, _replaying(routed, client_receive)
+            body, receive = routed, replaying(routed, client_receive)
             length = str(len(routed))
-            scope = dict(scope, headers=_with_header(scope["headers"], b"content-length", length))
+            scope = dict(scope, headers=with_header(scope["headers"], b"content-length", length))
         for attempt in range(2):
             if attempt and body is not None:
-                receive = _replaying(body, receive)
+                receive = replaying(body, receive)
             local = self._local.get(session_id)
             if local is None:
                 restored = await self._restore(session_id, kept, scope)
-                if isinstance(restored, _Captured):  # the SDK's refusal (its max_sessions)
+                if isinstance(restored, Captured):  # the SDK's refusal (its max_sessions)
                     await restored.send_to(send)
                     return
                 if restored is None:
@@ -774,7 +717,7 @@ class _RoamingApp:
         """
         if local is not None:
             scope = dict(scope)
-            scope["headers"] = _with_header(scope["headers"], _SESSION_HEADER, local)
+            scope["headers"] = with_header(scope["headers"], _SESSION_HEADER, local)
         status: int | None = None
         held = False
 
@@ -785,12 +728,12 @@ class _RoamingApp:
                 if hold_not_found and status == 404:
                     held = True
                     return
-                given = _header_of(message.get("headers", []), _SESSION_HEADER)
+                given = header_of(message.get("headers", []), _SESSION_HEADER)
                 if given is not None:
                     if local is None:
                         self._local[session_id] = given
                     message = dict(message)
-                    message["headers"] = _with_header(
+                    message["headers"] = with_header(
                         message["headers"], _SESSION_HEADER, session_id
                     )
             elif held:
@@ -805,20 +748,19 @@ class _RoamingApp:
     def _may_use(self, kept: dict[str, Any], scope: Scope) -> bool:
         """Whether the request's principal is the one that opened the session: the layer's
         (``principal``) and, under the SDK's own auth, the SDK's (client id, issuer, subject)."""
-        return kept.get("principal") == _digest(self.sessions.principal(scope)) and kept.get(
-            "owner"
-        ) == _owner(scope)
+        principal, owner = request_identity(self.sessions.principal, scope)
+        return kept.get("principal") == principal and kept.get("owner") == owner
 
     async def _restore(
         self, session_id: str, kept: dict[str, Any], scope: Scope
-    ) -> str | _Captured | None:
+    ) -> str | Captured | None:
         """Open the session in the local SDK from its kept initialize request; its local id,
         or the SDK's refusal to pass on (503: its ``max_sessions``), or ``None`` on failure.
 
         Whoever calls, a session is only ever restored for the principal that opened it: the
         SDK then holds it for that principal's credential."""
         if not self._may_use(kept, scope):
-            logger.error("session %s: restore for another principal refused", shown(session_id))
+            logger.error("session %s: restore for another principal refused", shown_id(session_id))
             return None
         lock = self._restoring.setdefault(session_id, asyncio.Lock())
         async with lock:
@@ -827,14 +769,16 @@ class _RoamingApp:
             try:
                 with anyio.fail_after(self.sessions.restore_timeout):
                     local = await self._replay_initialize(session_id, kept, scope)
-            except (TimeoutError, _RestoreFailed) as exc:
+            except (TimeoutError, RestoreFailed) as exc:
                 # The lock stays: a request still waiting on it must not race a newcomer's.
-                logger.warning("session %s not restored: %s", shown(session_id), shown(exc, 300))
-                refusal = exc.answer if isinstance(exc, _RestoreFailed) else None
+                logger.warning("session %s not restored: %s", shown_id(session_id), shown(exc, 300))
+                refusal = exc.answer if isinstance(exc, RestoreFailed) else None
                 return refusal if refusal is not None and refusal.status == 503 else None
             self._local[session_id] = local
             self._restoring.pop(session_id, None)  # waiters find the session in _local
-            logger.info("session %s restored here (local id %s)", shown(session_id), shown(local))
+            logger.info(
+                "session %s restored here (local id %s)", shown_id(session_id), shown_id(local)
+            )
             return local
 
     async def _replay_initialize(self, session_id: str, kept: dict[str, Any], scope: Scope) -> str:
@@ -846,11 +790,11 @@ class _RoamingApp:
         request = dict(scope, method="POST", headers=headers, query_string=b"")
         store = self.sessions.store
         with session_scope(session_id, recording=False, store=store) as restoring:
-            answer = await self._call(request, _initialize_body(kept))
+            answer = await self._call(request, initialize_body(kept))
             local = answer.header(_SESSION_HEADER)
             result = (answer.answer or {}).get("result")
             if answer.status != 200 or local is None or not isinstance(result, dict):
-                raise _RestoreFailed(
+                raise RestoreFailed(
                     f"initialize replay answered {answer.status}: {answer.answer}", answer
                 )
             version = str(result.get("protocolVersion", ""))
@@ -866,16 +810,16 @@ class _RoamingApp:
                 notify, b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
             )
             if done.status is None or done.status >= 400:
-                raise _RestoreFailed(f"initialized notification answered {done.status}")
+                raise RestoreFailed(f"initialized notification answered {done.status}")
         # The SDK's session task shares this scope: what it produces from now on is stored.
         restoring.recording = True
         return local
 
-    async def _call(self, scope: Scope, body: bytes) -> _Captured:
+    async def _call(self, scope: Scope, body: bytes) -> Captured:
         """Send a request of our own to the SDK app; return its answer once it is complete."""
-        captured = _Captured()
+        captured = Captured()
         scope = dict(scope)
-        scope["headers"] = _with_header(scope["headers"], b"content-length", str(len(body)))
+        scope["headers"] = with_header(scope["headers"], b"content-length", str(len(body)))
         sent = False
         disconnect = anyio.Event()
 
@@ -912,6 +856,7 @@ class _RoamingApp:
         """The store no longer has the session: end its local SDK session, if any."""
         local = self._local.pop(session_id, None)
         self._touched.pop(session_id, None)
+        self._drop_idle_locks(session_id)
         self.sessions.replies.forget(session_id)
         if local is None:
             return
@@ -923,7 +868,9 @@ class _RoamingApp:
             with anyio.fail_after(self.sessions.restore_timeout), session_scope(session_id):
                 await self._call(request, b"")
         except TimeoutError:
-            logger.warning("local session %s of %s did not end", shown(local), shown(session_id))
+            logger.warning(
+                "local session %s of %s did not end", shown_id(local), shown_id(session_id)
+            )
 
     async def post_reply(self, session_id: str, scope: Scope, body: bytes) -> int | None:
         """POST a client's answer that another instance relayed (see :mod:`.replies`) to the
@@ -933,9 +880,9 @@ class _RoamingApp:
         if local is None:
             return None
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"last-event-id"]
-        headers = _with_header(headers, _SESSION_HEADER, local)
-        headers = _with_header(headers, b"content-type", "application/json")
-        headers = _with_header(headers, b"accept", "application/json, text/event-stream")
+        headers = with_header(headers, _SESSION_HEADER, local)
+        headers = with_header(headers, b"content-type", "application/json")
+        headers = with_header(headers, b"accept", "application/json, text/event-stream")
         request = dict(scope, method="POST", headers=headers, query_string=b"")
         try:
             with anyio.fail_after(self.sessions.restore_timeout), session_scope(session_id):
@@ -951,6 +898,14 @@ class _RoamingApp:
         now = time.monotonic()
         if now - self._touched.get(session.id, -interval) < interval:
             return
+        if len(self._touched) >= _MAX_TOUCHED:
+            # A touch older than the interval holds nothing back: forgetting it changes nothing.
+            # Still full (that many sessions touched within one interval): start over, at the
+            # cost of a few early touches, rather than grow.
+            for stale in [s for s, at in self._touched.items() if now - at >= interval]:
+                del self._touched[stale]
+            if len(self._touched) >= _MAX_TOUCHED:
+                self._touched.clear()
         self._touched[session.id] = now
         session.last_activity = datetime.now(UTC)
         try:
@@ -958,11 +913,12 @@ class _RoamingApp:
         except (ConflictError, SessionNotFoundError):
             pass  # another instance wrote it: its deadline moved anyway
         except SessionStoreError as exc:
-            logger.warning("session %s not touched: %s", shown(session.id), shown(exc, 300))
+            logger.warning("session %s not touched: %s", shown_id(session.id), shown(exc, 300))
 
 
 _GONE = -404
-_KEPT_ANSWER = 64 * 1024  # the most of an SDK answer to the layer's own request it keeps
+_CLEANUP_TIMEOUT = 10.0  # how long a cancelled request may still spend giving its places back
+_MAX_TOUCHED = 100_000  # the most sessions whose last touch an instance remembers
 
 
 class _Endpoint:
@@ -985,9 +941,9 @@ def _install_in_route(app: ASGIApp, path: str, layer: _RoamingApp) -> ASGIApp | 
     the endpoint it now calls (``None`` when no such route is found: the layer then stays in
     front of ``app``). The SDK's ``RequireAuthMiddleware`` stays in front of the layer, so a
     request without valid credentials gets the SDK's 401 as it would without the layer."""
-    route = _find_route(app, path)
+    route = find_route(app, path)
     if route is None:
-        if _has_authentication(app):
+        if has_authentication(app):
             raise ValueError(
                 f"McpSessions.wrap: the app authenticates requests (AuthenticationMiddleware) "
                 f"but has no route for {path!r} where the layer could see who makes them; wrap "
@@ -1002,184 +958,6 @@ def _install_in_route(app: ASGIApp, path: str, layer: _RoamingApp) -> ASGIApp | 
         raise RuntimeError("McpSessions.wrap: this app is already wrapped by another McpSessions")
     holder.app = _Endpoint(layer, endpoint)
     return endpoint  # type: ignore[no-any-return]
-
-
-def _routers(app: Any) -> Router | None:
-    """The router of ``app``, or of the app its middleware (``.app``, a few levels) lead to."""
-    for _ in range(32):
-        if isinstance(app, Starlette):
-            return app.router
-        if isinstance(app, Router):
-            return app
-        app = getattr(app, "app", None)
-        if app is None:
-            return None
-    return None
-
-
-def _find_route(app: Any, path: str, prefix: str = "", depth: int = 0) -> Route | None:
-    router = _routers(app)
-    if router is None or depth > 8:
-        return None
-    for route in router.routes:
-        if isinstance(route, Route) and prefix + route.path == path:
-            return route
-        if isinstance(route, Mount) and path.startswith(prefix + route.path):
-            found = _find_route(route.app, path, prefix + route.path, depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
-def _has_authentication(app: Any) -> bool:
-    """Whether ``app`` (or an app its middleware lead to) runs Starlette's
-    ``AuthenticationMiddleware``, as the SDK's own auth does."""
-    for _ in range(32):
-        if isinstance(app, AuthenticationMiddleware):
-            return True
-        if isinstance(app, Starlette):
-            classes: list[object] = [m.cls for m in app.user_middleware]
-            return AuthenticationMiddleware in classes
-        app = getattr(app, "app", None)
-        if app is None:
-            return False
-    return False
-
-
-class _RestoreFailed(Exception):
-    def __init__(self, message: str, answer: _Captured | None = None) -> None:
-        super().__init__(message)
-        self.answer = answer
-
-
-def _under(path: str, prefix: str) -> bool:
-    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    return _header_of(scope["headers"], name)
-
-
-def _header_of(headers: Any, name: bytes) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def _with_header(headers: Any, name: bytes, value: str) -> list[tuple[bytes, bytes]]:
-    kept = [(k, v) for k, v in headers if k.lower() != name]
-    kept.append((name, value.encode("latin-1")))
-    return kept
-
-
-def _digest(principal: str | None) -> str:
-    """What is kept of a principal: a digest, so the store holds no user names."""
-    if principal is None:
-        return "anonymous"
-    return hashlib.sha256(principal.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _owner(scope: Scope) -> str | None:
-    """A digest of the principal the SDK's own auth compares (client id, issuer, subject of the
-    SDK's ``AuthenticatedUser``), or ``None`` when the SDK's auth did not authenticate it."""
-    user = scope.get("user")
-    if not isinstance(user, AuthenticatedUser):
-        return None
-    context = authorization_context(user)
-    parts = [context["client_id"], context["issuer"], context["subject"]]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-
-
-def _identity(principal: Principal, scope: Scope) -> tuple[str, str | None]:
-    """Who the layer takes a request for: its principal's digest and the SDK's owner digest."""
-    return _digest(principal(scope)), _owner(scope)
-
-
-_UNPARSED = object()
-
-
-class _Unparsable(Exception):
-    """A body SDK 1.x's parser fails on with another error than ``JSONDecodeError``."""
-
-
-def _parse_as_the_sdk_does(body: bytes) -> Any:
-    """The body parsed by the SDK's own parser (2.x: pydantic-core's, 1.x: ``json.loads``), so
-    the layer takes for an initialize request exactly what the SDK will; :data:`_UNPARSED` when
-    the SDK answers it with its parse error. :class:`_Unparsable` where SDK 1.x's parser fails
-    otherwise (a ``RecursionError``, a ``UnicodeDecodeError``: SDK 1.x answers 500)."""
-    if SDK_MAJOR >= 2:
-        try:
-            return pydantic_core.from_json(body)
-        except ValueError:
-            return _UNPARSED
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError:
-        return _UNPARSED
-    except RecursionError:
-        raise _Unparsable("recursion limit exceeded") from None
-    except ValueError:  # UnicodeDecodeError
-        raise _Unparsable("invalid unicode") from None
-
-
-def _is_initialize(message: Any) -> bool:
-    return isinstance(message, dict) and message.get("method") == "initialize" and "id" in message
-
-
-def _kept_initialize(body: bytes) -> dict[str, str]:
-    """What the store keeps of an initialize request: its exact text, one string (the store
-    never decodes its structure), or base64 of its bytes when they are not UTF-8 (SDK 1.x's
-    parser also reads UTF-16 and UTF-32)."""
-    try:
-        return {"initialize": body.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"initialize_base64": base64.b64encode(body).decode("ascii")}
-
-
-def _initialize_body(kept: dict[str, Any]) -> bytes:
-    """The kept initialize request, byte for byte as the client sent it."""
-    text = kept.get("initialize")
-    if isinstance(text, str):
-        return text.encode("utf-8")
-    coded = kept.get("initialize_base64")
-    if isinstance(coded, str):
-        return base64.b64decode(coded)
-    return json.dumps(text).encode()  # a session kept by an earlier release: parsed JSON
-
-
-async def _buffered(receive: Receive) -> tuple[bytes | None, Receive]:
-    """Read the whole request body; return it (``None`` when over the limit) and a ``receive``
-    that hands it out again, then waits on the client as the original does."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > _MAX_BODY:
-            return None, receive
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    return body, _replaying(body, receive)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands out ``body`` once, then waits on the client as ``receive`` does."""
-    replayed = False
-
-    async def receive_again() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return receive_again
 
 
 # The id of the SDK's errors that answer no request: SDK 1.x says "server-error".
@@ -1204,21 +982,8 @@ async def _json_error(send: Send, status: int, message: str, *, code: int = -326
     await send({"type": "http.response.body", "body": body})
 
 
-async def _too_large(send: Send) -> None:
-    """The SDK's answer to a body over its ``max_request_body_size`` (plain text)."""
-    body = b"Request body too large"
-    headers = [(b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _quietly(operation: Awaitable[object]) -> None:
     try:
         await operation
     except SessionStoreError as exc:
         logger.warning("session store: %s", shown(exc, 300))
-
-
-def _safe(exc: BaseException) -> str:
-    """An exception's message for a startup failure (sessionstore's messages are redacted)."""
-    return f"{type(exc).__name__}: {exc}"

@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..models import Session, check_json_value, validate_session_id
 from ..store import SessionStore
+from ._log import shown_id
 from .events import current_session_scope
 
 __all__ = [
@@ -99,7 +100,7 @@ class SessionEndedError(SessionNotFoundError):
     def __init__(self, session_id: str) -> None:
         super().__init__(session_id)
         self.args = (
-            f"MCP session {_short(session_id)} ended (deleted by its client, or expired); its "
+            f"MCP session {shown_id(session_id)} ended (deleted by its client, or expired); its "
             "state went with it",
         )
 
@@ -122,7 +123,7 @@ def current_session() -> SessionHandle:
         )
     if scope.store is None:
         raise NoSessionError(
-            f"current_session(): the session scope of {_short(scope.session_id)} has no store; "
+            f"current_session(): the session scope of {shown_id(scope.session_id)} has no store; "
             "enter session_scope(session_id, store=store) to use it without the layer"
         )
     return SessionHandle(scope.store, scope.session_id)
@@ -161,7 +162,7 @@ class SessionHandle:
         return self._store
 
     def __repr__(self) -> str:
-        return f"<SessionHandle {_short(self._id)}>"
+        return f"<SessionHandle {shown_id(self._id)}>"
 
     async def read(self) -> SessionState:
         """The state and its version, as one read."""
@@ -257,11 +258,6 @@ class SessionHandle:
             raise
         except SessionNotFoundError:
             raise SessionEndedError(self._id) from None
-
-
-def _short(session_id: str) -> str:
-    """A session id for a message: its first 8 characters (an id is a credential's half)."""
-    return repr(session_id[:8] + "...") if len(session_id) > 8 else repr(session_id)
 
 
 def _checked(value: object, what: str) -> dict[str, Any]:
