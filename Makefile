@@ -100,11 +100,15 @@ $(BENCH_STAMP): requirements/bench.txt $(STAMP)
 	else echo "make bench: requirements/bench.txt not installed; the peers will be skipped" >&2; fi
 
 # Tests at a size too slow for `make test`: the CLI's migration of 100,000 sessions, SQLite to Redis
-# and back (make test runs the same test at 20,000).
+# and back (make test runs the same test at 20,000); the example backend's wheel through the whole
+# contract suite with Hypothesis's default profile, as its CI would run it (make test runs it with
+# the suite's sessionstore-fast profile).
 .PHONY: long
 long: $(STAMP)
 	SESSIONSTORE_MIGRATE_SESSIONS=100000 $(BIN)/pytest -p no:cacheprovider \
 		plugins/redis/tests/test_cli_redis.py -k migrate_many_sessions -s
+	SESSIONSTORE_FULL_CONTRACT=1 $(BIN)/pytest -p no:cacheprovider \
+		tests/test_distributions.py -k the_example_backend_passes_the_contract_suite
 
 # Speed comparisons, not tests: each prints both sides and their ratio, measured in one run.
 bench: $(BENCH_STAMP)

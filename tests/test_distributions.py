@@ -6,8 +6,10 @@ temporary directory, installs wheels with pip the way a user would, and runs tha
 Python in a directory outside the repository with ``PYTHONPATH`` cleared.
 
 * The third-party example (``examples/third_party_backend``, ``sessionstore-files``) is chosen by
-  name and passes the contract suite, run as its own CI would run it; its compare-and-set holds
-  across processes.
+  name and passes the contract suite; its compare-and-set holds across processes. ``make test``
+  runs the suite with the contract's ``sessionstore-fast`` Hypothesis profile (every
+  deterministic test, 10 examples per randomized one); ``make long`` runs it as the example's own
+  CI would, with Hypothesis's default profile (``SESSIONSTORE_FULL_CONTRACT=1``).
 * Copies of it with a hook removed, or with compare-and-set broken, are told exactly what is
   wrong: the missing hook by name, the failing contract tests by name.
 * ``pip install --find-links <wheels> sessionstore-sqlite`` brings the core and its dependencies
@@ -60,6 +62,9 @@ OURS = {
 }
 VERSION = tomllib.loads((REPO / "core" / "pyproject.toml").read_text())["project"]["version"]
 SEED = "20261124"  # the broken copies' runs explore the same examples on every machine
+# The example's contract run with Hypothesis's default profile (100 examples per randomized test,
+# ~2.5 times as long); without it, the sessionstore-fast profile. `make long` sets it.
+FULL_CONTRACT = os.environ.get("SESSIONSTORE_FULL_CONTRACT", "").strip() == "1"
 
 # pip's output when it could not reach an index (as opposed to a real resolution failure): a
 # network error, or (with retries off, pip says nothing else) no version at all of a dependency
@@ -336,15 +341,24 @@ def venvs(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 def contract_runs(venvs: dict[str, Venv]) -> dict[str, subprocess.CompletedProcess[str]]:
     """The contract suite on the example and on each broken copy, run at the same time.
 
-    The example runs exactly as its CI would: no seed, no profile. The broken copies run with a
-    fixed seed and the profile that does not shrink failing examples (a fast yes/no).
+    The example runs with no seed, as its CI would, and with the ``sessionstore-fast`` profile
+    unless :data:`FULL_CONTRACT` (then Hypothesis's default profile, exactly as its CI would).
+    The broken copies run with a fixed seed and the fast profile: the failures the tests expect
+    come from deterministic tests, and no profile of the suite shrinks failing examples.
     """
     files, broken = venvs["files"], venvs["broken"]
-    quick = ("--hypothesis-profile", "sessionstore-quick", "--hypothesis-seed", SEED)
+    fast = ("--hypothesis-profile", "sessionstore-fast")
     running = {
-        "files": files.start_contract(f"files://{files.workdir / 'contract-store'}"),
+        "files": files.start_contract(
+            f"files://{files.workdir / 'contract-store'}", *(() if FULL_CONTRACT else fast)
+        ),
         "nohook": broken.start_contract(f"files-nohook://{broken.workdir / 'nohook'}", "-x"),
-        "nocas": broken.start_contract(f"files-nocas://{broken.workdir / 'nocas'}", *quick),
+        # fsync=false: this run proves which tests name the broken check, not durability; the
+        # flush of every file is most of its slowest test (10,000 sessions at the batch limit).
+        "nocas": broken.start_contract(
+            f"files-nocas://{broken.workdir / 'nocas'}",
+            *(*fast, "--hypothesis-seed", SEED, "--sessionstore-option", "fsync=false"),
+        ),
     }
     runs = {}
     for name, process in running.items():

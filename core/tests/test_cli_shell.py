@@ -12,11 +12,13 @@ import asyncio
 import json
 import os
 import pty
+import sqlite3
 import stat
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -217,11 +219,42 @@ def test_rm_and_purge_dry_run(tmp_path: Path) -> None:
     assert "'nope'" in dry.stderr
     assert live_ids(spec) == {"keep-1", "-keep-2"}
     purge = sessionstore("purge", "--dry-run", "--json", "-s", spec)
-    assert json.loads(purge.stdout) == {"dry_run": True, "purged": None, "live": 2}
+    assert json.loads(purge.stdout) == {"dry_run": True, "purged": 1}
     assert json.loads(sessionstore("purge", "--json", "-s", spec).stdout) == {
         "dry_run": False,
         "purged": 1,
     }
+
+
+def test_purge_dry_run_counts_what_purge_then_removes(tmp_path: Path) -> None:
+    path = tmp_path / "purge.db"
+    spec = url(path)
+    seed(spec, ["live-1", "-live-2"])
+
+    async def expired() -> None:  # deadlines an hour in the past
+        async with open_store(spec, ttl=3600, clock=lambda: time.time() - 7200) as store:
+            for number in range(3):
+                await store.create_session(Session(id=f"old-{number}", transport=TransportType.SSE))
+
+    def rows() -> int:  # expired rows included: what a purge reclaims
+        with closing(sqlite3.connect(path)) as db:
+            count: int = db.execute("SELECT count(*) FROM sessions").fetchone()[0]
+            return count
+
+    asyncio.run(expired())
+    assert rows() == 5
+    dry = sessionstore("purge", "--dry-run", "-s", spec)
+    assert (dry.returncode, dry.stdout, dry.stderr) == (0, "would purge 3 expired sessions\n", "")
+    dry_json = sessionstore("purge", "--dry-run", "--json", "-s", spec)
+    assert json.loads(dry_json.stdout) == {"dry_run": True, "purged": 3}, dry_json.stderr
+    assert rows() == 5, "a dry run removed something"
+    purge = sessionstore("purge", "-s", spec)
+    assert (purge.returncode, purge.stdout) == (0, "purged 3 expired sessions\n"), purge.stderr
+    assert rows() == 2
+    assert live_ids(spec) == {"live-1", "-live-2"}
+    assert (
+        sessionstore("purge", "--dry-run", "-s", spec).stdout == "would purge 0 expired sessions\n"
+    )
 
 
 # -- --json everywhere, errors included -----------------------------------------------------------

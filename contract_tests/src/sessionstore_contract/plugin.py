@@ -8,9 +8,16 @@ Run the whole contract against a backend::
 ``--sessionstore-option key=value`` (repeatable) passes a backend option to every ``open_store``;
 values are parsed as JSON when they can be (``max_sessions=100``), else kept as strings.
 
-The Hypothesis profile ``sessionstore-quick`` (``--hypothesis-profile sessionstore-quick``) does
-not shrink failures and keeps no example database: a fast yes/no on a broken backend, not for
-debugging one.
+Two Hypothesis profiles (``--hypothesis-profile NAME``); without one, Hypothesis's default runs
+(100 examples per randomized test), which is what a backend's CI should use:
+
+- ``sessionstore-quick`` does not shrink failures and keeps no example database: a fast yes/no
+  on a broken backend (300 examples per randomized test), not for debugging one.
+- ``sessionstore-fast`` runs every deterministic test in full (each promise and each limit has
+  one) and each randomized test (round trips, the state machine) on 10 examples, keeping no
+  example database: "does this backend still pass", in a few seconds less per randomized test,
+  for a repository's quick runs. It explores far less; keep a default-profile run too (this
+  repository's ``make long`` runs one on the example backend).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ settings.register_profile(
     phases=[Phase.explicit, Phase.generate],
     database=None,
 )
+settings.register_profile("sessionstore-fast", max_examples=10, database=None)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

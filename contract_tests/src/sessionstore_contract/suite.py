@@ -393,6 +393,50 @@ class StoreContract(PromiseContract, BoundaryContract, ConcurrencyContract, Proc
 
         sessionstore_target.run(scenario, ttl=10, clock=clock)
 
+    def test_count_expired_is_what_purge_then_removes(
+        self, sessionstore_target: ContractTarget
+    ) -> None:
+        """The optional ``session_count_expired`` hook (``purge --dry-run``): where offered, it
+        counts exactly the sessions that ``purge_expired`` then removes, expired by the store's
+        clock, and removes nothing; live sessions and another namespace's are not counted."""
+        sessionstore_target.require(Capability.CONTROLLABLE_CLOCK)
+        clock = ManualClock()
+
+        async def scenario(store: SessionStore) -> None:
+            if not store.offers_count_expired:
+                pytest.skip(
+                    "the backend does not offer the optional session_count_expired hook "
+                    "(purge --dry-run)"
+                )
+            async with sessionstore_target.open(clock=clock, ttl=10) as other:
+                try:
+                    assert await store.count_expired() == 0
+                    for number in range(3):
+                        await store.create_session(new_session(f"old-{number}"))
+                    await store.append_event("old-0", "s", b"x")
+                    await other.create_session(new_session("old-other"))
+                    clock.advance(5)
+                    for number in range(2):
+                        await store.create_session(new_session(f"live-{number}"))
+                    clock.advance(4.999)
+                    assert await store.count_expired() == 0, "counted a live session"
+                    clock.advance(0.001)
+                    assert await store.count_expired() == 3
+                    assert await store.count_expired() == 3, "counting removed something"
+                    assert await store.count_sessions() == 2
+                    assert await other.count_expired() == 1
+                    assert await store.purge_expired() == 3
+                    assert await store.count_expired() == 0
+                    assert await other.count_expired() == 1, "another namespace's purge"
+                    assert await store.count_sessions() == 2
+                    clock.advance(5)
+                    assert await store.count_expired() == 2
+                    assert await store.purge_expired() == 2
+                finally:
+                    await other.clear()
+
+        sessionstore_target.run(scenario, ttl=10, clock=clock)
+
     def test_recreated_session_starts_clean(self, sessionstore_target: ContractTarget) -> None:
         sessionstore_target.require(Capability.CONTROLLABLE_CLOCK)
         clock = ManualClock()

@@ -65,7 +65,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 """Marks a backend's or a middleware's implementation of a hook."""
 
-OPTIONAL_HOOKS = frozenset({"store_capabilities", "raw_get"})
+OPTIONAL_HOOKS = frozenset({"store_capabilities", "raw_get", "session_count_expired"})
 """Hooks a backend may leave out; every other hook is required. Middleware never wrap them."""
 SYNC_HOOKS = frozenset({"store_capabilities"})
 """Hooks that must be plain functions; every other hook is awaited (an ``async def`` or, for a
@@ -170,6 +170,18 @@ def session_page(  # type: ignore[empty-body]
 def session_purge_expired(now_ms: int) -> Awaitable[int]:  # type: ignore[empty-body]
     """Remove every expired session of this namespace with its last event id and events; return
     how many. Live sessions and other namespaces are untouched."""
+
+
+@hookspec(firstresult=True)
+def session_count_expired(now_ms: int) -> Awaitable[int]:  # type: ignore[empty-body]
+    """Optional: return how many sessions ``session_purge_expired(now_ms)`` would remove now,
+    removing and changing nothing.
+
+    Exactly the number that purge would return at ``now_ms`` (count what purge counts: a backend
+    that purges index entries of records already gone counts those too). Only this namespace.
+    ``sessionstore purge --dry-run`` reports it; a backend without it makes the dry run say it
+    cannot count.
+    """
 
 
 @hookspec(firstresult=True)

@@ -15,7 +15,16 @@ import threading
 import time
 import weakref
 from asyncio import AbstractEventLoop, get_running_loop
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import aclosing
 from datetime import timedelta
 from math import inf
 from threading import get_ident
@@ -625,28 +634,14 @@ class SessionStore:
         continues with the next record; ``on_corrupt=skipped.append`` collects them. To stop after
         all, raise from it.
         """
-        cursor: str | None = None
-        while True:
-            records, cursor = await self._call(
-                "session_page", cursor, self._page_size, self._now_ms()
-            )
-            for record in records:
-                try:
-                    if isinstance(record, CorruptRecordError):  # see the session_page hookspec
-                        raise record
-                    session = decode_session(record)
-                except CorruptRecordError as error:
-                    if on_corrupt is None:
-                        raise
-                    on_corrupt(error)
-                    continue
+        # aclosing: a caller that stops early closes the pages' generator now, not at collection.
+        async with aclosing(self.iter_sessions_with_deadlines(on_corrupt=on_corrupt)) as pages:
+            async for session, _ in pages:
                 yield session
-            if cursor is None:
-                return
 
     async def iter_sessions_with_deadlines(
         self, *, on_corrupt: CorruptHandler | None = None
-    ) -> AsyncIterator[tuple[Session, int | None]]:
+    ) -> AsyncGenerator[tuple[Session, int | None]]:
         """As :meth:`iter_sessions`, with each session's deadline: when it expires, Unix time in
         milliseconds, or ``None`` for never (what ``sessionstore ls`` shows)."""
         cursor: str | None = None
@@ -771,6 +766,28 @@ class SessionStore:
         """
         purged = await self._call("session_purge_expired", self._now_ms())
         return self._checked_count("session_purge_expired", purged)
+
+    @property
+    def offers_count_expired(self) -> bool:
+        """Whether the backend implements the optional ``session_count_expired`` hook (see
+        :meth:`count_expired`)."""
+        return bool(self._pm.hook.session_count_expired.get_hookimpls())
+
+    async def count_expired(self) -> int:
+        """Return how many sessions :meth:`purge_expired` would remove now, removing nothing.
+
+        The backend counts exactly what its purge would remove at this instant of the store's
+        clock (a session that expires between the count and a later purge makes them differ).
+        Raises :class:`ConfigurationError`, naming the backend, if it does not offer the optional
+        ``session_count_expired`` hook (:attr:`offers_count_expired`).
+        """
+        if not self.offers_count_expired:
+            raise ConfigurationError(
+                f"backend {self._backend_name} cannot count expired sessions "
+                "(it does not offer the optional session_count_expired hook)"
+            )
+        counted = await self._call("session_count_expired", self._now_ms())
+        return self._checked_count("session_count_expired", counted)
 
     async def clear(self) -> None:
         """Remove every session and event of this namespace; other namespaces are untouched."""

@@ -111,6 +111,22 @@ def store_options(
     return decorate
 
 
+def count_option(
+    *names: str, default: int, help: str
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A whole-number option of at least 1 (0 or less is a usage error), its default shown."""
+    return click.option(
+        *names, default=default, show_default=True, type=click.IntRange(min=1), help=help
+    )
+
+
+def choices_option(
+    name: str, dest: str, choices: Sequence[str], help: str
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A repeatable option taking one of ``choices`` each time, as the tuple ``dest``."""
+    return click.option(name, dest, multiple=True, type=click.Choice(list(choices)), help=help)
+
+
 def progress_flag(command: Callable[..., T]) -> Callable[..., T]:
     return click.option(
         "--progress/--no-progress",

@@ -306,6 +306,11 @@ class MemoryBackend:
             return self._purge(now_ms)
 
     @hookimpl
+    def session_count_expired(self, now_ms: int) -> int:
+        with self._lock:
+            return sum(1 for r in self._space.records.values() if _expired(r, now_ms))
+
+    @hookimpl
     def last_event_id_set(
         self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
     ) -> None:

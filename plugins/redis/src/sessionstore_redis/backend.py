@@ -440,6 +440,18 @@ class RedisBackend:
         return sum(await self._each_shard(purge))
 
     @_redis_hook
+    async def session_count_expired(self, now_ms: int) -> int:
+        # The PURGE script removes (and counts) every deadline-index entry scored <= now, even
+        # one whose record is already gone: count those same entries.
+        execute = self._execute
+        index = self._layout.deadline_index
+
+        async def count(shard: int) -> int:
+            return int(await execute("ZCOUNT", index(shard), "-inf", now_ms))
+
+        return sum(await self._each_shard(count))
+
+    @_redis_hook
     async def last_event_id_set(
         self, session_id: str, event_id: str, deadline_ms: int | None, now_ms: int
     ) -> None:

@@ -460,6 +460,15 @@ class SQLiteBackend:
             ).rowcount
         return purged
 
+    @_sql_hook
+    def session_count_expired(self, now_ms: int) -> int:
+        # The rows session_purge_expired deletes, through the same deadline index.
+        expired: int = self._conn.execute(
+            "SELECT count(*) FROM sessions WHERE namespace = ? AND deadline <= ?",
+            (self._ns, now_ms),
+        ).fetchone()[0]
+        return expired
+
     # -- last event id --------------------------------------------------------------------------
 
     @_sql_hook

@@ -14,7 +14,7 @@ from ...benchmark import BenchmarkReport, run_benchmark
 from ...store import open_store
 from ...urls import backend_name_of, redact_url
 from .. import output
-from ..options import examples, json_flag, option_flag, progress_flag, run
+from ..options import count_option, examples, json_flag, option_flag, progress_flag, run
 from ..root import cli
 
 RAW_DRIVER_NOT_OFFERED = "not offered by this backend"
@@ -27,28 +27,9 @@ RAW_DRIVER_NOT_OFFERED = "not offered by this backend"
     )
 )
 @click.argument("url", envvar="SESSIONSTORE_URL", metavar="URL")
-@click.option(
-    "--ops",
-    default=2000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Sessions created, read, updated and deleted.",
-)
-@click.option(
-    "--concurrency",
-    "-c",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Operations in flight at once.",
-)
-@click.option(
-    "--batch-size",
-    default=50,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Sessions per batch get.",
-)
+@count_option("--ops", default=2000, help="Sessions created, read, updated and deleted.")
+@count_option("--concurrency", "-c", default=1, help="Operations in flight at once.")
+@count_option("--batch-size", default=50, help="Sessions per batch get.")
 @option_flag("--option", "-o")
 @json_flag
 @progress_flag

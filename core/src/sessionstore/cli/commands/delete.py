@@ -160,25 +160,37 @@ def purge(
 ) -> None:
     """Remove the expired sessions (already invisible to every read) to reclaim their space.
 
-    --dry-run opens the store, removes nothing, and prints how many live sessions it holds: no
-    backend can count its expired sessions without removing them. --json: {"dry_run",
-    "purged"} (purged is null in a dry run), and "live" in a dry run.
+    --dry-run removes nothing and prints "would purge N expired sessions": the number purge
+    would remove now, where the backend can count them (the optional session_count_expired
+    hook); else it says the backend cannot count them and prints how many live sessions the
+    store holds. --json: {"dry_run", "purged"} (in a dry run, what would be purged; null, with
+    "live", where the backend cannot count).
     """
 
-    async def purged() -> int:
+    async def purged() -> tuple[int | None, int, str]:
         async with open_from(store_url, namespace, options) as store:
-            return await (store.count_sessions() if dry_run else store.purge_expired())
+            if not dry_run:
+                return await store.purge_expired(), 0, store.backend_name
+            if store.offers_count_expired:
+                return await store.count_expired(), 0, store.backend_name
+            return None, await store.count_sessions(), store.backend_name
 
-    number = run(purged())
+    number, live, backend = run(purged())
     if dry_run:
-        if as_json:
-            output.emit_json({"dry_run": True, "purged": None, "live": number})
+        if number is not None:
+            if as_json:
+                output.emit_json({"dry_run": True, "purged": number})
+            else:
+                output.echo(f"would purge {plural(number, 'expired session')}")
+        elif as_json:
+            output.emit_json({"dry_run": True, "purged": None, "live": live})
         else:
             output.echo(
-                f"dry run: nothing removed; the store holds {plural(number, 'live session')} "
-                "(expired ones cannot be counted without removing them)"
+                f"dry run: nothing removed; backend {backend} cannot count its expired sessions "
+                f"without removing them (the store holds {plural(live, 'live session')})"
             )
         return
+    assert number is not None  # a purge always says how many it removed
     if as_json:
         output.emit_json({"dry_run": False, "purged": number})
     else:

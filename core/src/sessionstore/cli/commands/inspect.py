@@ -5,9 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import click
 
@@ -19,6 +18,7 @@ from .. import output
 from ..options import (
     CommandFailed,
     IdArgumentsCommand,
+    choices_option,
     deadline_text,
     examples,
     json_flag,
@@ -97,19 +97,17 @@ def _sort_key(sort: str, session: Session, deadline_ms: int | None) -> tuple[Any
     ),
 )
 @store_options()
-@click.option(
+@choices_option(
     "--status",
     "statuses",
-    multiple=True,
-    type=click.Choice([s.value for s in SessionStatus]),
-    help="Only sessions with this status (repeatable).",
+    [s.value for s in SessionStatus],
+    "Only sessions with this status (repeatable).",
 )
-@click.option(
+@choices_option(
     "--transport",
     "transports",
-    multiple=True,
-    type=click.Choice([t.value for t in TransportType]),
-    help="Only sessions of this transport (repeatable).",
+    [t.value for t in TransportType],
+    "Only sessions of this transport (repeatable).",
 )
 @click.option(
     "--older-than",
@@ -202,10 +200,7 @@ def ls(
     async def list_them() -> None:
         async with open_from(store_url, namespace, options) as store:
             shown = 0
-            listing = cast(
-                "AsyncGenerator[tuple[Session, int | None], None]",
-                store.iter_sessions_with_deadlines(on_corrupt=unreadable),
-            )
+            listing = store.iter_sessions_with_deadlines(on_corrupt=unreadable)
             if sort == "none" and not as_json:
                 table.header()
             async with contextlib.aclosing(listing) as sessions:

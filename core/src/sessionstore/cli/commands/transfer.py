@@ -25,6 +25,7 @@ from ...urls import redact_url
 from .. import output
 from ..options import (
     CommandFailed,
+    count_option,
     describe,
     examples,
     json_flag,
@@ -147,13 +148,7 @@ def _conflicts_failure(counts: TransferCounts) -> CommandFailed:
 )
 @click.argument("file", metavar="FILE")
 @store_options(namespace_default=None)
-@click.option(
-    "--concurrency",
-    default=16,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Sessions written at once.",
-)
+@count_option("--concurrency", default=16, help="Sessions written at once.")
 @progress_flag
 @json_flag
 def import_(
@@ -267,13 +262,7 @@ def _import(
     type=click.IntRange(min=0),
     help="Sessions compared whole at the end.",
 )
-@click.option(
-    "--concurrency",
-    default=16,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Sessions written at once.",
-)
+@count_option("--concurrency", default=16, help="Sessions written at once.")
 @progress_flag
 @json_flag
 def migrate_command(
