@@ -17,6 +17,7 @@ from sessionstore import (
     SessionExistsError,
     SessionNotFoundError,
     SessionRecord,
+    SessionStore,
     hookimpl,
 )
 
@@ -209,6 +210,22 @@ def factory_of(backend: object) -> Callable[..., object]:
         return backend
 
     return factory
+
+
+def store_built_directly() -> SessionStore:
+    """A store constructed without :func:`~sessionstore.open_store` (over a ``DictBackend``):
+    what ``sibling()``, and so the MCP layer, must refuse."""
+    return SessionStore(
+        DictBackend(),
+        backend_name="dict",
+        spec="dict",
+        namespace="default",
+        ttl_ms=None,
+        clock=lambda: 0.0,
+        event_retention=10,
+        page_size=10,
+        modify_attempts=3,
+    )
 
 
 InstallDistribution = Callable[..., Path]

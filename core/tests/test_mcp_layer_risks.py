@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("mcp", reason="the MCP SDK is not installed (pip install 'sessionstore[mcp]')")
 
 import httpx2
-from core_testkit import DictBackend
+from core_testkit import store_built_directly
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -28,7 +28,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 from test_mcp_layer import ACCEPT, INITIALIZE, Client, Tokens, build_app, serving, two_instances
 
-from sessionstore import Session, SessionStore, TransportType, open_store
+from sessionstore import Session, TransportType, open_store
 from sessionstore.mcp import MCP_METADATA_KEY, McpSessions, layer_namespace
 from sessionstore.mcp.instances import Heartbeat
 from sessionstore.models import new_session_id
@@ -219,17 +219,7 @@ async def test_an_instance_of_an_earlier_release_counts_as_alive(tmp_path: Path)
 
 
 def test_a_store_the_layer_cannot_open_its_namespace_beside_is_refused_at_once() -> None:
-    store = SessionStore(
-        DictBackend(),
-        backend_name="dict",
-        spec="dict",
-        namespace="default",
-        ttl_ms=None,
-        clock=lambda: 0.0,
-        event_retention=10,
-        page_size=10,
-        modify_attempts=3,
-    )
+    store = store_built_directly()
     with pytest.raises(TypeError, match="open_store"):
         McpSessions(store)
 

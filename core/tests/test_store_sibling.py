@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from core_testkit import DictBackend
+from core_testkit import store_built_directly
 
 from sessionstore import (
     ConfigurationError,
     MetricsMiddleware,
     Session,
     SessionNotFoundError,
-    SessionStore,
     StoreClosedError,
     TransportType,
     open_store,
@@ -72,16 +71,6 @@ async def test_a_sibling_needs_a_valid_namespace_and_an_open_store() -> None:
 
 
 def test_a_store_not_made_by_open_store_has_no_sibling() -> None:
-    store = SessionStore(
-        DictBackend(),
-        backend_name="dict",
-        spec="dict",
-        namespace="default",
-        ttl_ms=None,
-        clock=lambda: 0.0,
-        event_retention=10,
-        page_size=10,
-        modify_attempts=3,
-    )
+    store = store_built_directly()
     with pytest.raises(ConfigurationError, match="open_store"):
         store.sibling("other")
