@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
-PACKAGES := core plugins/memory plugins/sqlite plugins/redis contract_tests
-SOURCES := core/src plugins/memory/src plugins/sqlite/src plugins/redis/src contract_tests/src \
+PACKAGES := core plugins/memory plugins/sqlite plugins/redis plugins/postgres contract_tests
+SOURCES := core/src plugins/memory/src plugins/sqlite/src plugins/redis/src plugins/postgres/src \
+	contract_tests/src \
 	examples/third_party_backend/src
 # The MCP end-to-end tests (core/tests/mcp) run the SDK's newest 1.x in a venv of its own.
 MCP1_VENV := .venv-mcp1
 MCP1_STAMP := $(MCP1_VENV)/.installed
-MCP1_PACKAGES := core plugins/memory plugins/sqlite plugins/redis
+MCP1_PACKAGES := core plugins/memory plugins/sqlite plugins/redis plugins/postgres
 # `make demo` needs a runtime only: the core, the embedded default and memory, in a venv of its own
 # (requirements/demo.txt), so a first `make demo` does not build the development toolchain.
 DEMO_VENV := .venv-demo
@@ -70,8 +71,25 @@ docs: $(STAMP)
 		chromium >/dev/null; } || \
 	echo "make .browser: chromium could not be installed; the browser test will say so" >&2
 
+# Two workers (pytest-xdist): most of the unit run waits on servers and subprocesses. loadscope
+# keeps each module on one worker, so a module's setup (wheels, servers, a docs build) runs once.
+# Test names must not vary between processes (nothing random in a parameter's id).
 unit: $(STAMP) $(MCP1_STAMP) .browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadscope
+
+# The contract suite through the payload middleware: encryption, compression, and both stacked
+# (compression outermost), with a public test key. `make test` runs them on the sessionstore-fast
+# profile (both stacked on SQLite; Redis in plugins/redis/tests/test_redis_contract_middleware.py);
+# `make long` runs every combination at full size.
+CONTRACT_KEYS := SESSIONSTORE_ENCRYPTION_KEYS=1ohJgZjND7a72iLUQbp1PaZtgVM49oY2r9QklQqzJUI=,yi2zwsvmrFylJVZbg--Ihgiz-CZ89voN62sQoNim3nE=
+ENCRYPTED := --sessionstore-middleware sessionstore.encryption:EncryptionMiddleware.from_environment
+COMPRESSED := --sessionstore-middleware sessionstore.compression:CompressionMiddleware
+# PostgreSQL runs get a fresh database, dropped afterwards: the command's {url} names it
+# (plugins/postgres/tests/postgres_servers.py finds or starts the server).
+IN_FRESH_POSTGRES := $(BIN)/python plugins/postgres/tests/postgres_servers.py
+PROTECTED_CONTRACT := $(CONTRACT_KEYS) $(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract
+PROTECTED_POSTGRES_CONTRACT := $(CONTRACT_KEYS) $(IN_FRESH_POSTGRES) \
+	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract
 
 # The contract suite exactly as a backend author runs it, on every backend in the repository.
 contract: $(STAMP)
@@ -79,6 +97,15 @@ contract: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend memory://contract
 	@mkdir -p build && rm -f build/contract.db build/contract.db-wal build/contract.db-shm
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend sqlite:///build/contract.db
+	$(IN_FRESH_POSTGRES) $(BIN)/pytest -p no:cacheprovider \
+		--pyargs sessionstore_contract --sessionstore-backend '{url}?synchronous_commit=off'
+	$(PROTECTED_CONTRACT) --sessionstore-backend memory://protected --hypothesis-profile sessionstore-fast $(ENCRYPTED)
+	$(PROTECTED_CONTRACT) --sessionstore-backend memory://protected --hypothesis-profile sessionstore-fast $(COMPRESSED)
+	$(PROTECTED_CONTRACT) --sessionstore-backend memory://protected --hypothesis-profile sessionstore-fast $(ENCRYPTED) $(COMPRESSED)
+	@rm -f build/protected.db build/protected.db-wal build/protected.db-shm
+	$(PROTECTED_CONTRACT) --sessionstore-backend sqlite:///build/protected.db --hypothesis-profile sessionstore-fast $(ENCRYPTED) $(COMPRESSED)
+	$(PROTECTED_POSTGRES_CONTRACT) --sessionstore-backend '{url}?synchronous_commit=off' \
+		--hypothesis-profile sessionstore-fast $(ENCRYPTED) $(COMPRESSED)
 
 test: lint typecheck docs unit contract
 
@@ -100,22 +127,37 @@ $(BENCH_STAMP): requirements/bench.txt $(STAMP)
 	else echo "make bench: requirements/bench.txt not installed; the peers will be skipped" >&2; fi
 
 # Tests at a size too slow for `make test`: the CLI's migration of 100,000 sessions, SQLite to Redis
-# and back (make test runs the same test at 20,000); the example backend's wheel through the whole
-# contract suite with Hypothesis's default profile, as its CI would run it (make test runs it with
-# the suite's sessionstore-fast profile).
+# and back, and SQLite to PostgreSQL to Redis (make test runs the same tests at 20,000); the
+# example backend's wheel through the whole contract suite with Hypothesis's default profile, as
+# its CI would run it (make test runs it with the suite's sessionstore-fast profile).
 .PHONY: long
 long: $(STAMP)
 	SESSIONSTORE_MIGRATE_SESSIONS=100000 $(BIN)/pytest -p no:cacheprovider \
 		plugins/redis/tests/test_cli_redis.py -k migrate_many_sessions -s
+	SESSIONSTORE_MIGRATE_SESSIONS=100000 $(BIN)/pytest -p no:cacheprovider \
+		plugins/postgres/tests/test_cli_postgres.py -k migrate_many_sessions -s
 	SESSIONSTORE_FULL_CONTRACT=1 $(BIN)/pytest -p no:cacheprovider \
 		tests/test_distributions.py -k the_example_backend_passes_the_contract_suite
+	@mkdir -p build
+	for middleware in "$(ENCRYPTED)" "$(COMPRESSED)" "$(ENCRYPTED) $(COMPRESSED)"; do \
+		rm -f build/protected.db build/protected.db-wal build/protected.db-shm; \
+		$(PROTECTED_CONTRACT) --sessionstore-backend memory://protected $$middleware || exit 1; \
+		$(PROTECTED_CONTRACT) --sessionstore-backend sqlite:///build/protected.db $$middleware || exit 1; \
+		$(PROTECTED_POSTGRES_CONTRACT) --sessionstore-backend '{url}?synchronous_commit=off' \
+			$$middleware || exit 1; \
+	done
+	SESSIONSTORE_FULL_CONTRACT=1 $(BIN)/pytest -p no:cacheprovider \
+		plugins/redis/tests/test_redis_contract_middleware.py
 
 # Speed comparisons, not tests: each prints both sides and their ratio, measured in one run.
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_sqlite.py
 	$(BIN)/python bench/bench_redis.py
+	$(BIN)/python bench/bench_postgres.py
 	$(BIN)/python bench/bench_mcp.py
+	$(BIN)/python bench/bench_middleware.py
+	$(BIN)/python bench/bench_push.py
 
 clean:
 	rm -rf $(VENV) $(MCP1_VENV) $(DEMO_VENV) dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

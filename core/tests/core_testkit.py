@@ -3,8 +3,10 @@ another test directory's helpers): a small real backend and a raw payload reader
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import msgpack
@@ -20,6 +22,18 @@ from sessionstore import (
     SessionStore,
     hookimpl,
 )
+
+REDIS_TESTS = Path(__file__).resolve().parents[2] / "plugins" / "redis" / "tests"
+
+
+def redis_servers() -> ModuleType:
+    """``plugins/redis/tests/redis_servers.py``, the Redis tests' own throwaway servers (imported
+    from its directory, as core/tests/mcp/conftest.py and bench/benchkit.py import it)."""
+    if str(REDIS_TESTS) not in sys.path:
+        sys.path.append(str(REDIS_TESTS))
+    import redis_servers as module
+
+    return module
 
 
 class DictBackend:

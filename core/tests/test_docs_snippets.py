@@ -39,7 +39,6 @@ with pip (no index, no network) and its ``tests/`` run the whole contract suite 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -47,11 +46,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from core_testkit import redis_servers
 from docs_snippets import REPO, Page, Snippet, documentation_pages, parse_page
 
 from sessionstore_contract import skip_or_fail
@@ -90,26 +89,11 @@ _REDIS_URL = re.compile(
 # -- Redis servers for the snippets ---------------------------------------------------------------
 
 
-def _redis_servers_module() -> ModuleType:
-    """``plugins/redis/tests/redis_servers.py``, the Redis tests' own throwaway servers."""
-    loaded = sys.modules.get("redis_servers")
-    if loaded is not None:
-        return loaded
-    path = REPO / "plugins" / "redis" / "tests" / "redis_servers.py"
-    spec = importlib.util.spec_from_file_location("redis_servers", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["redis_servers"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 class SnippetServers:
     """Throwaway Redis servers, each started on first use and stopped with the module."""
 
     def __init__(self) -> None:
-        self._servers = _redis_servers_module()
+        self._servers = redis_servers()
         self._started: dict[str, Any] = {}
 
     def _require(self, *, cli: bool = False, tls: bool = False) -> None:
@@ -358,13 +342,18 @@ def test_backend_guide_builds_a_backend_that_passes_the_contract(tmp_path: Path)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
     # Every contract test ran (each parametrized case counts), and the only ones skipped are
-    # those the guide's backend declines: the optional raw_get hook, and the capabilities its
-    # dicts cannot offer (other processes, reopening).
+    # those the guide's backend declines: the optional raw_get and event_watch hooks, and the
+    # capabilities its dicts cannot offer (other processes, reopening).
     counts = re.match(r"(\d+) passed, (\d+) skipped in ", summary)
     assert counts is not None, summary
     assert int(counts[1]) + int(counts[2]) == _contract_test_cases(), summary
     skips = re.findall(r"^SKIPPED \[(\d+)\] \S+: (.*)$", run.stdout, re.MULTILINE)
-    declined = ("optional raw_get hook", "lacks shared_processes", "lacks durable")
+    declined = (
+        "optional raw_get hook",
+        "lacks shared_processes",
+        "lacks durable",
+        "lacks event_notifications",
+    )
     assert all(any(d in reason for d in declined) for _, reason in skips), skips
     assert sum(int(n) for n, _ in skips) == int(counts[2]), skips
     assert "optional raw_get hook" in run.stdout, run.stdout[-2000:]

@@ -601,3 +601,42 @@ async def test_a_slow_delivery_in_one_session_does_not_hold_up_the_others() -> N
             release.set()
             await other.stop()
             await asker.stop()
+
+
+async def test_on_a_store_that_pushes_changes_an_answer_is_read_when_told() -> None:
+    """Where the backend pushes event changes (memory here), the asker reads its reply stream
+    when told: an answer relayed while its next poll is a minute away reaches the SDK long
+    before that poll."""
+    async with open_store("memory") as store:
+        assert store.offers_event_watch
+        session = await store.create_session(Session(transport=TransportType.HTTP))
+        asker = ReplyRelay("A-1", timeout=120, poll_interval=60, max_poll_interval=60)
+        other = ReplyRelay("B-1", timeout=120)
+        delivered = asyncio.Event()
+
+        async def post_to_asker(session_id: str, scope: Any, body: bytes) -> int:
+            delivered.set()
+            return 202
+
+        async def post_to_other(session_id: str, scope: Any, body: bytes) -> int:
+            raise AssertionError("B asked nothing")
+
+        asker.start(store, post=post_to_asker, liveness=None)
+        other.start(store, post=post_to_other, liveness=None)
+        try:
+            asker.saw(session.id, {"type": "http", "headers": []})
+            await asker.outgoing(
+                session.id, types.JSONRPCRequest(jsonrpc="2.0", id=1, method="ping")
+            )
+            state = asker._sessions[session.id]
+            # The first read (at once) is over: the next poll is a minute away.
+            await eventually(lambda: state.next_poll > time.monotonic() + 30, "the first read")
+            reply = parse_reply(ping_answer("A-1:i1"))
+            assert reply is not None
+            sent = Sent()
+            await other.route(await store.get_session(session.id), reply, sent)
+            assert sent.status == 202
+            await asyncio.wait_for(delivered.wait(), WAIT)  # WAIT is well under the minute
+        finally:
+            await other.stop()
+            await asker.stop()

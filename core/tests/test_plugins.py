@@ -295,15 +295,38 @@ async def test_declared_capabilities_are_reported() -> None:
         assert store.capabilities == {
             Capability.ATOMIC_BATCH_UPDATE: "cluster slots",
             Capability.SHARED_HANDLES: "7",
+            Capability.EVENT_NOTIFICATIONS: store.capabilities[Capability.EVENT_NOTIFICATIONS],
         }
     async with open_store(factory_of(DictBackend())) as full:
-        assert full.capabilities == {}
+        assert set(full.capabilities) == {Capability.EVENT_NOTIFICATIONS}  # no event_watch
     async with open_store("memory") as memory:
         assert set(memory.capabilities) == {
             Capability.SHARED_HANDLES,
             Capability.SHARED_PROCESSES,
             Capability.DURABLE,
         }
+
+
+async def test_the_core_declares_event_notifications_missing_without_event_watch() -> None:
+    """A backend without the optional event_watch hook lacks event_notifications, with a reason
+    naming it (its own reason if it declares it); its watches poll."""
+    async with open_store(factory_of(DictBackend())) as polling:
+        assert not polling.offers_event_watch
+        reason = polling.capabilities[Capability.EVENT_NOTIFICATIONS]
+        assert "event_watch" in reason, reason
+        assert polling.backend_name in reason, reason
+        assert polling.watched_sessions is None
+        async with polling.watch_events("s", poll_interval=0.01) as watch:
+            assert await watch.wait(10.0)  # a poll: "may have changed"
+    backend = declaring({"event_notifications": "files cannot tell"})
+    async with open_store(factory_of(backend)) as store:
+        assert store.capabilities == {Capability.EVENT_NOTIFICATIONS: "files cannot tell"}
+    async with open_store("memory") as memory:
+        assert memory.offers_event_watch
+        assert Capability.EVENT_NOTIFICATIONS not in memory.capabilities
+        with pytest.raises(ConfigurationError, match="poll_interval"):
+            async with memory.watch_events("s", poll_interval=0):
+                pass
 
 
 def test_unknown_capability_is_refused() -> None:

@@ -8,6 +8,16 @@ Run the whole contract against a backend::
 ``--sessionstore-option key=value`` (repeatable) passes a backend option to every ``open_store``;
 values are parsed as JSON when they can be (``max_sessions=100``), else kept as strings.
 
+``--sessionstore-middleware module:callable`` (repeatable) runs the whole suite through
+middleware: each callable is called with no arguments for every store the suite opens, and the
+results are given to ``open_store(..., middleware=[...])`` in the order named (the last is the
+outermost). For example, encrypted and compressed, with the keys in
+``SESSIONSTORE_ENCRYPTION_KEYS``::
+
+    pytest --pyargs sessionstore_contract --sessionstore-backend sqlite:///x.db \\
+        --sessionstore-middleware sessionstore.encryption:EncryptionMiddleware.from_environment \\
+        --sessionstore-middleware sessionstore.compression:CompressionMiddleware
+
 Two Hypothesis profiles (``--hypothesis-profile NAME``); without one, Hypothesis's default runs
 (100 examples per randomized test), which is what a backend's CI should use:
 
@@ -61,6 +71,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         help="backend option passed to every open_store (repeatable)",
     )
+    group.addoption(
+        "--sessionstore-middleware",
+        metavar="MODULE:CALLABLE",
+        action="append",
+        default=[],
+        help="middleware every store of the suite is opened with: the callable's result, "
+        "called with no arguments (repeatable; the last is the outermost)",
+    )
 
 
 def _options(pairs: list[str]) -> dict[str, Any]:
@@ -82,12 +100,13 @@ def sessionstore_target(pytestconfig: pytest.Config) -> ContractTarget:
     backend = pytestconfig.getoption("sessionstore_backend")
     factory = pytestconfig.getoption("sessionstore_factory")
     options = _options(pytestconfig.getoption("sessionstore_option"))
+    middleware = pytestconfig.getoption("sessionstore_middleware")
     if backend and factory:
         raise pytest.UsageError("give --sessionstore-backend or --sessionstore-factory, not both")
     if factory:
-        return ContractTarget.from_factory(factory, **options)
+        return ContractTarget.from_factory(factory, middleware=middleware, **options)
     if backend:
-        return ContractTarget.from_spec(backend, **options)
+        return ContractTarget.from_spec(backend, middleware=middleware, **options)
     raise pytest.UsageError(
         "the sessionstore contract suite needs a backend: "
         "--sessionstore-backend NAME_OR_URL or --sessionstore-factory MODULE:CALLABLE"

@@ -42,6 +42,7 @@ from sessionstore import (
 from .boundaries import BoundaryContract
 from .common import CONTRACT_SETTINGS, assert_gone, new_session
 from .concurrency import ConcurrencyContract
+from .notifications import NotificationContract
 from .processes import ProcessContract
 from .promises import PromiseContract
 from .stateful import run_state_machine
@@ -55,7 +56,9 @@ class ContractOverrideError(TypeError):
     """A subclass replaced a standard contract test without marking it xfail with a reason."""
 
 
-class StoreContract(PromiseContract, BoundaryContract, ConcurrencyContract, ProcessContract):
+class StoreContract(
+    PromiseContract, BoundaryContract, ConcurrencyContract, ProcessContract, NotificationContract
+):
     """Every guarantee of DESIGN.md, as tests of the store the ``sessionstore_target`` opens."""
 
     standard_tests: ClassVar[frozenset[str]] = frozenset()

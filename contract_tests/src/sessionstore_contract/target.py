@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import pytest
@@ -46,34 +46,45 @@ class ContractTarget:
 
     Build one with :meth:`from_spec` (a backend name or URL, as ``open_store`` takes) or
     :meth:`from_factory` (``"module:callable"``). Extra ``options`` go to every ``open_store``.
-    The process tests rebuild the same target in other OS processes from :meth:`recipe`, so a
-    target meant for them has a spec or an importable factory, and JSON options.
+    ``middleware`` names callables (``"module:callable"``, e.g.
+    ``"sessionstore.compression:CompressionMiddleware"``) each called with no arguments for
+    every store opened, the results passed as ``open_store(..., middleware=[...])`` in that
+    order: the whole suite then runs through them. The process tests rebuild the same target in
+    other OS processes from :meth:`recipe`, so a target meant for them has a spec or an
+    importable factory, and JSON options (middleware are named, so they travel).
     """
 
-    def __init__(self, spec: str | BackendFactory, *, label: str | None = None, **options: Any):
+    def __init__(
+        self,
+        spec: str | BackendFactory,
+        *,
+        label: str | None = None,
+        middleware: Sequence[str] = (),
+        **options: Any,
+    ):
         self.spec = spec
         self.label = label or (spec if isinstance(spec, str) else repr(spec))
         self.options = options
+        self.middleware = tuple(middleware)
+        self._middleware_factories = [
+            _imported(path, "--sessionstore-middleware") for path in self.middleware
+        ]
         self._capabilities: dict[Capability, str] | None = None
         self._factory_path: str | None = None
 
     @classmethod
-    def from_spec(cls, spec: str, **options: Any) -> ContractTarget:
-        return cls(spec, **options)
+    def from_spec(
+        cls, spec: str, *, middleware: Sequence[str] = (), **options: Any
+    ) -> ContractTarget:
+        return cls(spec, middleware=middleware, **options)
 
     @classmethod
-    def from_factory(cls, path: str, **options: Any) -> ContractTarget:
+    def from_factory(
+        cls, path: str, *, middleware: Sequence[str] = (), **options: Any
+    ) -> ContractTarget:
         """``path`` is ``"package.module:callable"``, a backend factory."""
-        module_name, _, attribute = path.partition(":")
-        if not module_name or not attribute:
-            raise pytest.UsageError(f"--sessionstore-factory {path!r}: expected module:callable")
-        try:
-            factory: Any = importlib.import_module(module_name)
-            for part in attribute.split("."):
-                factory = getattr(factory, part)
-        except (ImportError, AttributeError) as exc:
-            raise pytest.UsageError(f"--sessionstore-factory {path!r}: {exc}") from exc
-        target = cls(factory, label=path, **options)
+        factory = _imported(path, "--sessionstore-factory")
+        target = cls(factory, label=path, middleware=middleware, **options)
         target._factory_path = path
         return target
 
@@ -98,26 +109,34 @@ class ContractTarget:
             raise NotPortableError(f"{how}; its options are not JSON: {exc}") from None
         if options != self.options:
             raise NotPortableError(f"{how}; its options change through JSON: {self.options!r}")
+        extra = {"middleware": list(self.middleware)} if self.middleware else {}
         if isinstance(self.spec, str):
-            return {"spec": self.spec, "options": options}
+            return {"spec": self.spec, "options": options, **extra}
         path = self._factory_path or _importable_path(self.spec)
         if path is None:
             raise NotPortableError(
                 f"{how}; its factory {self.spec!r} cannot be imported by name in another process"
             )
-        return {"factory": path, "options": options}
+        return {"factory": path, "options": options, **extra}
 
     @classmethod
     def from_recipe(cls, recipe: Mapping[str, Any]) -> ContractTarget:
         """The target a :meth:`recipe` describes (in this process or another)."""
         options = dict(recipe.get("options") or {})
+        middleware = tuple(recipe.get("middleware") or ())
         if "spec" in recipe:
-            return cls.from_spec(recipe["spec"], **options)
-        return cls.from_factory(recipe["factory"], **options)
+            return cls.from_spec(recipe["spec"], middleware=middleware, **options)
+        return cls.from_factory(recipe["factory"], middleware=middleware, **options)
 
     def open(self, *, namespace: str | None = None, **options: Any) -> SessionStore:
-        """Open a store; a fresh ``contract-...`` namespace unless ``namespace`` is given."""
+        """Open a store; a fresh ``contract-...`` namespace unless ``namespace`` is given.
+
+        The target's middleware (new ones, for this store) go first, inside any the caller
+        passes as ``middleware``."""
         merged = {**self.options, **options}
+        if self._middleware_factories:
+            made = [make() for make in self._middleware_factories]
+            merged["middleware"] = [*made, *merged.get("middleware", ())]
         return open_store(self.spec, namespace=namespace or scratch_namespace(), **merged)
 
     def run(self, scenario: Callable[[SessionStore], Awaitable[T]], **options: Any) -> T:
@@ -152,6 +171,23 @@ class ContractTarget:
         reason = self.capabilities.get(capability)
         if reason is not None:
             pytest.skip(f"{self.label} lacks {capability.value}: {reason}")
+
+
+def _imported(path: str, option: str) -> Any:
+    """The object ``path`` (``"package.module:name"``, ``name`` may be dotted) names, or a usage
+    error saying what is wrong, in the words of ``option``."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise pytest.UsageError(f"{option} {path!r}: expected module:callable")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise pytest.UsageError(f"{option} {path!r}: {exc}") from exc
+    if not callable(found):
+        raise pytest.UsageError(f"{option} {path!r}: not callable")
+    return found
 
 
 def _importable_path(factory: object) -> str | None:

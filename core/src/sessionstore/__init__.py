@@ -26,6 +26,7 @@ from .errors import (
     ConfigurationError,
     ConflictError,
     CorruptRecordError,
+    DecryptionError,
     EventNotFoundError,
     ExportFormatError,
     InvalidSessionError,
@@ -64,6 +65,7 @@ from .store import (
     open_store,
 )
 from .urls import redact_url
+from .watching import EventWatch, WatchHub
 
 try:
     __version__ = version("sessionstore")
@@ -90,8 +92,10 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "CorruptRecordError",
+    "DecryptionError",
     "Event",
     "EventNotFoundError",
+    "EventWatch",
     "ExportFormatError",
     "FallbackConflict",
     "FallbackMiddleware",
@@ -114,6 +118,7 @@ __all__ = [
     "TransferError",
     "TransportType",
     "UnknownBackendError",
+    "WatchHub",
     "WrongEventLoopError",
     "__version__",
     "decode_session",

@@ -26,3 +26,7 @@ class Capability(StrEnum):
     DURABLE = "durable"
     """What a store acknowledged is still there after every handle was closed and a new one was
     opened with the same spec and namespace."""
+    EVENT_NOTIFICATIONS = "event_notifications"
+    """The backend tells the store when a session's events changed (the optional ``event_watch``
+    hook), so ``watch_events`` wakes on a change rather than polling. The core declares it
+    missing for a backend without that hook."""

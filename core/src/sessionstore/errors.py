@@ -13,6 +13,8 @@ The tree::
     ├── ConflictError                 compare-and-set refused: another writer got there first
     ├── EventNotFoundError            a replay cursor is unknown, foreign or evicted (``.evicted``)
     ├── CorruptRecordError            a stored record cannot be decoded (names the id)
+    │   └── DecryptionError           an encrypted record cannot be decrypted: no key for its
+    │                                 key id, altered, copied, or not encrypted at all
     ├── StoreFullError                a bounded backend is full; nothing was dropped to make room
     ├── StoreUnavailableError         the backend cannot be reached, or timed out
     ├── StoreClosedError              the store was used after ``aclose()``
@@ -40,6 +42,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "CorruptRecordError",
+    "DecryptionError",
     "EventNotFoundError",
     "ExportFormatError",
     "InvalidSessionError",
@@ -158,6 +161,17 @@ class CorruptRecordError(SessionStoreError):
         self.session_id = session_id
         self.reason = reason
         super().__init__(f"stored record of session {session_id!r} is unreadable: {reason}")
+
+
+class DecryptionError(CorruptRecordError):
+    """:class:`~sessionstore.encryption.EncryptionMiddleware` cannot decrypt a stored record or
+    event: no key for its key id, authentication failed (altered, cut short, copied from another
+    session or namespace), or it was not encrypted. ``key_id`` is the record's key id (a
+    fingerprint, never the key) when it has one. Never carries a key or a cryptography error."""
+
+    def __init__(self, session_id: str, reason: str, *, key_id: str | None = None) -> None:
+        self.key_id = key_id
+        super().__init__(session_id, reason)
 
 
 class StoreFullError(SessionStoreError):

@@ -56,6 +56,7 @@ import pluggy
 
 from .errors import CorruptRecordError
 from .records import Event, SessionDump, SessionRecord
+from .watching import EventWatch
 
 __all__ = ["OPTIONAL_HOOKS", "PROJECT_NAME", "SYNC_HOOKS", "hookimpl", "hookspec"]
 
@@ -65,9 +66,11 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 """Marks a backend's or a middleware's implementation of a hook."""
 
-OPTIONAL_HOOKS = frozenset({"store_capabilities", "raw_get", "session_count_expired"})
+OPTIONAL_HOOKS = frozenset(
+    {"store_capabilities", "raw_get", "session_count_expired", "event_watch", "event_watch_count"}
+)
 """Hooks a backend may leave out; every other hook is required. Middleware never wrap them."""
-SYNC_HOOKS = frozenset({"store_capabilities"})
+SYNC_HOOKS = frozenset({"store_capabilities", "event_watch_count"})
 """Hooks that must be plain functions; every other hook is awaited (an ``async def`` or, for a
 backend that never waits, a plain ``def``)."""
 
@@ -260,6 +263,31 @@ def raw_get(session_id: str) -> Awaitable[object]:  # type: ignore[empty-body]
     ``sessionstore bench`` times it next to ``get_session`` to show what the framework costs over
     the bare driver. Never used to serve data. A backend without a driver (memory) leaves it out.
     """
+
+
+@hookspec(firstresult=True)
+def event_watch(session_id: str) -> Awaitable[EventWatch]:  # type: ignore[empty-body]
+    """Optional: start watching the events of ``session_id`` in this namespace and return the
+    watch (an :class:`~sessionstore.EventWatch`), subscribed before this returns.
+
+    Its ``wait(timeout)`` returns ``True`` when the session's events may have changed: after
+    every ``event_append``, ``session_load`` and ``session_delete`` of the session through any
+    handle (and, where the backend offers ``Capability.SHARED_PROCESSES``, any process) that
+    took effect after the watch was started, once that write is visible to a read, and when
+    notifications may have been lost (the listener's connection dropped). Spurious wake-ups
+    are allowed; a missed change is not. Never woken by another namespace's writes, except
+    spuriously. One listener connection per handle, shared by every watch (see
+    :class:`~sessionstore.WatchHub`); a watch closed is forgotten. A backend without
+    it declares ``Capability.EVENT_NOTIFICATIONS`` missing (the core does when it is absent),
+    and the core polls instead.
+    """
+
+
+@hookspec(firstresult=True)
+def event_watch_count() -> int:  # type: ignore[empty-body]
+    """Optional, with ``event_watch``: how many sessions this handle holds a subscription for
+    now (many watches of one session count once; a session whose last watch closed no longer
+    counts). A plain ``def``. For tests and monitoring."""
 
 
 @hookspec(firstresult=True)

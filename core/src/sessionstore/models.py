@@ -142,6 +142,22 @@ def check_json_value(value: object, *, where: str = "metadata") -> None:
     message (``metadata['a'][0]``). A value over the count is refused as soon as the count is
     passed, without walking the rest.
     """
+    if type(value) is dict and len(value) <= MAX_METADATA_ITEMS:
+        # Most metadata is one object of scalars: accepted here without the walk's bookkeeping,
+        # which costs more than the checks (this runs on every encode and decode). Anything
+        # else, a nested value or a problem, goes to the walk.
+        for key, item in value.items():
+            kind = type(item)
+            if type(key) is not str or not (
+                kind is str
+                or kind is bool
+                or item is None
+                or (kind is int and _INT_MIN <= item <= _INT_MAX)
+                or (kind is float and math.isfinite(item))
+            ):
+                break
+        else:
+            return
     try:
         problem = _json_problem(value, 0, [MAX_METADATA_ITEMS])
     except _TooManyValues:

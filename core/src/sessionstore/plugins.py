@@ -226,6 +226,10 @@ def capabilities_of(pm: pluggy.PluginManager, backend_name: str) -> dict[Capabil
             raise BackendLoadError(
                 backend_name, f"declares unknown capability {name!r} (known: {known})"
             ) from None
+    if Capability.EVENT_NOTIFICATIONS not in missing and not pm.hook.event_watch.get_hookimpls():
+        missing[Capability.EVENT_NOTIFICATIONS] = (
+            f"backend {backend_name} offers no event_watch hook: watch_events polls the store"
+        )
     return missing
 
 

@@ -24,7 +24,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from datetime import timedelta
 from math import inf
 from threading import get_ident
@@ -45,16 +45,18 @@ from .errors import (
     WrongEventLoopError,
 )
 from .fallback import FallbackMiddleware, check_fallback_options
+from .middleware import bound_middleware
 from .models import Session, validate_session_id
 from .plugins import (
     BackendFactory,
-    HookDispatch,
     bind_plugins,
     capabilities_of,
     load_backend_factory,
 )
 from .records import Event, SessionDump, new_record
+from .transforms import split_transforms, transformed_dispatch
 from .urls import backend_name_of, redact_url
+from .watching import EventWatch, PollingWatch
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -323,12 +325,18 @@ class SessionStore:
         middleware: tuple[object, ...] = (),
         fallback: FallbackMiddleware | None = None,
     ) -> None:
+        self._given_middleware = middleware  # as given, for sibling() to bind anew
+        middleware = bound_middleware(
+            middleware, backend_name=backend_name, namespace=namespace, fallback=fallback
+        )
+        # Payload transforms (encryption, compression) run around the hooks, not in pluggy.
+        self._transforms, middleware = split_transforms(middleware)
         if fallback is not None:  # innermost: other middleware see what the caller sees
             middleware = (fallback, *middleware)
         self._pm = bind_plugins(backend, backend_name, middleware)
         self._backend = backend
         self._middleware = middleware
-        self._hooks = HookDispatch(self._pm)
+        self._hooks = transformed_dispatch(self._pm, self._transforms)
         self._backend_name = backend_name
         self._spec = redact_url(spec)
         self._namespace = namespace
@@ -406,18 +414,27 @@ class SessionStore:
             )
         if ttl is ...:
             ttl = self.ttl
-        # The fallback is opened again by open_store (it is not a plain middleware).
-        middleware = tuple(m for m in self._middleware if m is not self._fallback)
-        return self._reopen(namespace, ttl, middleware)
+        # As given (the fallback, opened again by open_store, is not among them): each is
+        # bound to the sibling's namespace there.
+        return self._reopen(namespace, ttl, self._given_middleware)
 
     def add_middleware(self, plugin: object) -> None:
         """Wrap this store's hooks with ``plugin`` (see :mod:`sessionstore.middleware`)."""
         if self._closed:
             raise StoreClosedError(f"store {self._spec} is closed")
-        middleware = (*self._middleware, plugin)
+        bound = bound_middleware(
+            (plugin,),
+            backend_name=self._backend_name,
+            namespace=self._namespace,
+            fallback=self._fallback,
+        )
+        transforms, wrappers = split_transforms(bound)
+        middleware = (*self._middleware, *wrappers)
         self._pm = bind_plugins(self._backend, self._backend_name, middleware)
         self._middleware = middleware
-        self._hooks = HookDispatch(self._pm)
+        self._transforms = (*self._transforms, *transforms)
+        self._given_middleware = (*self._given_middleware, plugin)
+        self._hooks = transformed_dispatch(self._pm, self._transforms)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -851,6 +868,60 @@ class SessionStore:
             validate_session_id(session_id)
         stream_id, events = await self._call("event_replay", event_id, session_id, self._now_ms())
         return stream_id, list(events)
+
+    @property
+    def offers_event_watch(self) -> bool:
+        """Whether the backend pushes event changes: it has the optional ``event_watch`` hook and
+        does not declare ``Capability.EVENT_NOTIFICATIONS`` missing. Otherwise
+        :meth:`watch_events` polls."""
+        return bool(self._pm.hook.event_watch.get_hookimpls()) and (
+            Capability.EVENT_NOTIFICATIONS not in self.capabilities
+        )
+
+    @property
+    def watched_sessions(self) -> int | None:
+        """How many sessions this store's listener is subscribed to now (``None`` for a backend
+        without notifications, or one that does not count them)."""
+        if self._closed or not self._pm.hook.event_watch_count.get_hookimpls():
+            return None
+        count = self._pm.hook.event_watch_count()
+        return self._checked_count("event_watch_count", count)
+
+    @asynccontextmanager
+    async def watch_events(
+        self, session_id: str, *, poll_interval: float = 0.05
+    ) -> AsyncIterator[EventWatch]:
+        """Watch the session's events: ``async with store.watch_events(id) as watch:``.
+
+        ``await watch.wait(timeout)`` returns ``True`` when the session's events may have
+        changed (appended, loaded, or the session deleted) through any handle, ``False`` after
+        ``timeout`` seconds without a sign. The watch is subscribed when the ``async with``
+        body starts, so read after entering it: a change that commits after that is never
+        missed (the next ``wait`` returns at once), though a wake-up may be spurious. A backend
+        that pushes changes (``Capability.EVENT_NOTIFICATIONS``) wakes the waiter within its
+        notification delay; for any other the watch wakes every ``poll_interval`` seconds, so
+        the caller reads that often. Notifications are at most once: keep a slow safety re-read
+        (a ``timeout`` of about a second). The session need not exist. Raises
+        :class:`StoreUnavailableError` if the backend cannot subscribe.
+        """
+        validate_session_id(session_id)
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float):
+            raise ConfigurationError(f"poll_interval must be seconds, not {poll_interval!r}")
+        if not 0 < poll_interval < inf:
+            raise ConfigurationError(f"poll_interval must be > 0 seconds, not {poll_interval!r}")
+        if not self.offers_event_watch:
+            yield PollingWatch(poll_interval)
+            return
+        watch: EventWatch = await self._call("event_watch", session_id)
+        try:
+            yield watch
+        finally:
+            try:
+                await watch.aclose()
+            except SessionStoreError:
+                raise
+            except Exception as exc:
+                raise self._failure("event_watch", exc) from exc
 
     # -- benchmarks ----------------------------------------------------------------------------
 

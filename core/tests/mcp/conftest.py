@@ -1,11 +1,12 @@
 """Fixtures of the MCP end-to-end tests: the SDK pythons, the shared stores, the clusters.
 
 SDK 2.x is the SDK of the python running pytest (``.venv``); SDK 1.x is ``.venv-mcp1``, which
-``make unit`` builds (``make .venv-mcp1/.installed`` alone). A missing SDK 1.x environment or
-``redis-server`` skips the tests that need it, with the reason in the summary, except in CI
-(``CI=true``), where it fails them (the house rule, ``sessionstore_contract.skip_or_fail``).
-Every process a test started is killed after it, and when a test fails its report carries every
-process's log (section ``mcp processes``).
+``make unit`` builds (``make .venv-mcp1/.installed`` alone). A missing SDK 1.x environment,
+``redis-server`` or PostgreSQL server (``postgres_servers``: ``SESSIONSTORE_POSTGRES_URL``, the
+server on 127.0.0.1:5432, or a throwaway cluster) skips the tests that need it, with the reason in
+the summary, except in CI (``CI=true``), where it fails them (the house rule,
+``sessionstore_contract.skip_or_fail``). Every process a test started is killed after it, and
+when a test fails its report carries every process's log (section ``mcp processes``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ MCP1_PYTHON = ROOT / ".venv-mcp1" / "bin" / "python"
 
 sys.path.append(str(ROOT / "plugins" / "redis" / "tests"))  # the throwaway redis-server helpers
 from redis_servers import RedisServer, redis_server_binary  # noqa: E402
+
+sys.path.append(str(ROOT / "plugins" / "postgres" / "tests"))  # finding a PostgreSQL server
+from postgres_servers import PostgresUnavailable, fresh_database_url  # noqa: E402
 
 
 def sdk_python(sdk: str) -> str:
@@ -57,12 +61,29 @@ def mcp_redis_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(scope="module")
+def mcp_postgres_url() -> Iterator[str]:
+    """A fresh database for the module (each test has a namespace of its own in it), on the
+    server ``postgres_servers.fresh_database_url`` finds (``SESSIONSTORE_POSTGRES_URL``, else
+    127.0.0.1:5432, else a throwaway cluster); dropped at the module's end."""
+    try:
+        database = fresh_database_url()
+        url = database.__enter__()
+    except PostgresUnavailable as exc:
+        skip_or_fail(str(exc))
+    try:
+        yield url
+    finally:
+        database.__exit__(None, None, None)
+
+
 @pytest.fixture
 def make_cluster(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Generator[ClusterFactory, None, None]:
     """``make_cluster(sdk, store_kind, plain=False)``: a cluster on a fresh SQLite file
-    (``"sqlite"``) or on the module's Redis (``"redis"``), with a namespace of its own."""
+    (``"sqlite"``), on the module's Redis (``"redis"``) or on the module's PostgreSQL database
+    (``"postgres"``), with a namespace of its own."""
     clusters: list[Cluster] = []
 
     def make(sdk: str, store_kind: str, *, plain: bool = False) -> Cluster:
@@ -71,6 +92,8 @@ def make_cluster(
             store = f"sqlite:///{tmp_path / 'sessions.db'}"
         elif store_kind == "redis":
             store = request.getfixturevalue("mcp_redis_url")
+        elif store_kind == "postgres":
+            store = request.getfixturevalue("mcp_postgres_url")
         else:
             raise ValueError(store_kind)
         namespace = f"e2e-{uuid.uuid4().hex[:12]}"

@@ -1,5 +1,6 @@
 """Bounds of the roaming layer on the real SDK 2.x over real HTTP, two instances in this process,
-on a SQLite file and on a throwaway redis-server (issue 15, items 3, 4 and 6):
+on a SQLite file, on a throwaway redis-server and on a fresh PostgreSQL database (issue 15, items
+3, 4 and 6):
 
 - the kept initialize request is bounded in size (413 past ``max_initialize_bytes``);
 - ``max_sessions_per_principal`` and ``max_sessions`` (the fleet's) are counted in the store,
@@ -43,17 +44,19 @@ from sessionstore.mcp import (
 from sessionstore.mcp import limits as limits_module
 from sessionstore.mcp.limits import LEDGER_PREFIX
 
-STORES = ["sqlite", "redis"]
+STORES = ["sqlite", "redis", "postgres"]
 LOG_BOUND = 1000  # characters: the longest log line a client may cause
 
 
 @pytest.fixture
 def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """``(spec, namespace)``: a fresh SQLite file, or the module's Redis with a new namespace."""
+    """``(spec, namespace)``: a fresh SQLite file, or the module's Redis or PostgreSQL database
+    with a new namespace."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'mcp.db'}", "default"
     else:
-        yield request.getfixturevalue("mcp_redis_url"), f"bounds-{uuid.uuid4().hex[:12]}"
+        url = request.getfixturevalue(f"mcp_{request.param}_url")
+        yield url, f"bounds-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

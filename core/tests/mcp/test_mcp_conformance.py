@@ -2,13 +2,14 @@
 
 Every server scenario of ``@modelcontextprotocol/conformance`` applicable at the 2025-11-25
 wire (``conformance_harness.py``; the version pinned in ``conformance/package.json``) runs
-against ``conformance_server.py`` (SDK 2.x) three ways, all at once:
+against ``conformance_server.py`` (SDK 2.x) four ways, all at once:
 
 - ``plain``: one instance of the SDK alone;
 - ``fleet-sqlite``: two instances wrapped by ``sessionstore.mcp`` on one SQLite file, behind the
   round-robin balancer (``balancer.py``: each HTTP request to the next instance, so the client's
   requests of one session, its answers to the server's own requests included, alternate);
-- ``fleet-redis``: the same on a throwaway redis-server.
+- ``fleet-redis``: the same on a throwaway redis-server;
+- ``fleet-postgres``: the same on a fresh PostgreSQL database (``postgres_servers``).
 
 The fleet must pass every scenario the plain instance passes. The results are printed side by
 side. ``KNOWN_FLEET_FAILURES`` lists a scenario the fleet is known to fail, with why; such an
@@ -49,7 +50,8 @@ from sessionstore_contract import skip_or_fail
 HERE = Path(__file__).resolve().parent
 SERVER_SCRIPT = HERE / "conformance_server.py"
 RUN_TIMEOUT = 600.0  # seconds for one whole harness run (each scenario has its own 30 s)
-FLEETS = ["fleet-sqlite", "fleet-redis"]
+FLEETS = ["fleet-sqlite", "fleet-redis", "fleet-postgres"]
+SERVER_FIXTURES = {"fleet-redis": "mcp_redis_url", "fleet-postgres": "mcp_postgres_url"}
 
 # Scenario -> why the fleet fails it (today). Strict: a passing entry fails the test.
 KNOWN_FLEET_FAILURES: dict[str, str] = {}
@@ -113,17 +115,18 @@ def harness() -> Harness:
 def runs(
     harness: Harness, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Run]]:
-    """The three runs, made together: every server started at once, then the three harness
+    """The four runs, made together: every server started at once, then the four harness
     runs in parallel (each its own client sessions, its own instances)."""
     python = _python()
     base = tmp_path_factory.mktemp("conformance")
     stores: dict[str, str | None] = {"fleet-sqlite": f"sqlite:///{base / 'sessions.db'}"}
     unavailable: dict[str, str] = {}
-    try:
-        stores["fleet-redis"] = request.getfixturevalue("mcp_redis_url")
-    except pytest.skip.Exception as exc:  # no redis-server here (CI fails instead, above)
-        stores["fleet-redis"] = None
-        unavailable["fleet-redis"] = str(exc)
+    for name, fixture in SERVER_FIXTURES.items():
+        try:
+            stores[name] = request.getfixturevalue(fixture)
+        except pytest.skip.Exception as exc:  # no such server here (CI fails instead, above)
+            stores[name] = None
+            unavailable[name] = str(exc)
 
     all_runs: dict[str, Run] = {}
     try:

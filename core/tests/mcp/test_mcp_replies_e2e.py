@@ -1,11 +1,12 @@
 """End to end: answers to server-to-client requests across instances (issue 15, item 10).
 
 Two instances of ``mcp_server_app.py`` (separate processes, the official SDK 2.x or 1.x wrapped by
-``sessionstore.mcp``) share a SQLite file or a real redis-server, behind the round-robin balancer
-(``balancer.py``: each HTTP request to the next instance). The SDK's own client
-(``mcp_client.py``) calls the ``ask`` tool, whose server asks the client (elicitation or
-sampling) on the call's stream; the client's callback answers with a POST that the balancer may
-hand to the other instance. The answer must reach the tool, whichever instance gets it:
+``sessionstore.mcp``) share a SQLite file, a real redis-server or (SDK 2.x) a PostgreSQL database,
+behind the round-robin balancer (``balancer.py``: each HTTP request to the next instance). The
+SDK's own client (``mcp_client.py``) calls the ``ask`` tool, whose server asks the client
+(elicitation or sampling) on the call's stream; the client's callback answers with a POST that
+the balancer may hand to the other instance. The answer must reach the tool, whichever instance
+gets it:
 
 - in turn: several asks with every request to the next instance;
 - across, for sure: the call held on one instance, the answer sent to the other (both ways);
@@ -82,8 +83,12 @@ def answered_across(
     assert other.port in [r.port for r in balancer.requests[routed:] if r.method == "POST"]
 
 
-@pytest.mark.parametrize("store_kind", ["sqlite", "redis"])
-@pytest.mark.parametrize("sdk", ["sdk2", "sdk1"])
+# PostgreSQL with SDK 2.x only: the relay is the store's work, the SDK's is the same on each.
+@pytest.mark.parametrize(
+    ("sdk", "store_kind"),
+    [(sdk, store) for sdk in ("sdk2", "sdk1") for store in ("sqlite", "redis")]
+    + [("sdk2", "postgres")],
+)
 def test_answers_reach_the_instance_that_asked(
     make_cluster: ClusterFactory, sdk: str, store_kind: str
 ) -> None:

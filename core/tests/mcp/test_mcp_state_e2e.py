@@ -2,12 +2,12 @@
 (issue 15, item 5).
 
 Two instances of ``mcp_server_app.py`` (separate processes, the official SDK 2.x or 1.x wrapped by
-``sessionstore.mcp``, sessions idle-expiring after ``TTL`` seconds) share a SQLite file or a real
-redis-server. ``state_client.py``, the SDK's own client, runs sessions whose tool calls go to a
-chosen instance: ``remember(note)`` on one, ``recall()`` on the other, which must read the note
-back (the issue saw ``None`` on one instance and ``'hello'`` on the other) and see the session id
-the client has. Then, in the store: the note is in the session's record, gone once the client
-deleted the session, and gone once an idle session expired.
+``sessionstore.mcp``, sessions idle-expiring after ``TTL`` seconds) share a SQLite file, a real
+redis-server or (SDK 2.x) a PostgreSQL database. ``state_client.py``, the SDK's own client, runs
+sessions whose tool calls go to a chosen instance: ``remember(note)`` on one, ``recall()`` on the
+other, which must read the note back (the issue saw ``None`` on one instance and ``'hello'`` on
+the other) and see the session id the client has. Then, in the store: the note is in the
+session's record, gone once the client deleted the session, and gone once an idle session expired.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ EXPIRY_SLACK = 10.0  # past the ttl, for a loaded machine
 
 SDKS = ["sdk2", "sdk1"]
 STORES = ["sqlite", "redis"]
+# PostgreSQL with SDK 2.x only: the note's life is the store's work, the SDK's is the same on each.
+MATRIX = [(sdk, store) for sdk in SDKS for store in STORES] + [("sdk2", "postgres")]
 
 PLAN = [
     # 0: a note, then left idle until it expires
@@ -94,8 +96,7 @@ async def state_of(store_spec: str, namespace: str, session_id: str) -> dict[str
             return None
 
 
-@pytest.mark.parametrize("store_kind", STORES)
-@pytest.mark.parametrize("sdk", SDKS)
+@pytest.mark.parametrize(("sdk", "store_kind"), MATRIX)
 def test_a_tools_note_roams_and_ends_with_its_session(
     make_cluster: ClusterFactory, sdk: str, store_kind: str
 ) -> None:

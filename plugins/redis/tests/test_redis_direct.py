@@ -103,7 +103,7 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_connection_passes_it_on(
     redis_server: RedisServer,
 ) -> None:
     pool = ConnectionPool.from_url(redis_server.url, max_connections=1)
-    direct = DirectCommands(pool)
+    direct = DirectCommands(pool, timeout=5)
     try:
         assert await direct.execute("SET", "k", "v") == b"OK"
         held = await direct._acquire()
@@ -125,7 +125,7 @@ async def closed_with_a_waiter(
 ) -> tuple[ConnectionPool, DirectCommands, AbstractConnection, asyncio.Task[object]]:
     """Commands over one connection, held here, a PING queued for it, then ``close()``."""
     pool = ConnectionPool.from_url(server.url, max_connections=1)
-    direct = DirectCommands(pool)
+    direct = DirectCommands(pool, timeout=5)
     held = await direct._acquire()
     waiter = asyncio.create_task(direct.execute("PING"))
     await asyncio.sleep(0)  # the PING waits for the held connection

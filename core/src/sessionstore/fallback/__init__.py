@@ -31,7 +31,7 @@ Everything here is per store instance, in this process: two instances each have 
 fallback, and neither sees what the other wrote during an outage until reconciliation.
 """
 
-from .middleware import FallbackMiddleware
+from .middleware import FallbackMiddleware, ReconcileOutcome
 from .options import FALLBACK_OPTIONS, check_fallback_options
 from .reconcile import MAX_CONFLICTS_KEPT, FallbackConflict
 
@@ -40,5 +40,6 @@ __all__ = [
     "MAX_CONFLICTS_KEPT",
     "FallbackConflict",
     "FallbackMiddleware",
+    "ReconcileOutcome",
     "check_fallback_options",
 ]

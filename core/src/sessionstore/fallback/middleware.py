@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from .._tasks import cancel_and_wait
 from ..errors import (
@@ -37,7 +37,7 @@ from .last_known import LastKnown, Ticket
 from .options import check_fallback_options
 from .reconcile import MAX_CONFLICTS_KEPT, FallbackConflict, Reconciler
 
-__all__ = ["FallbackMiddleware"]
+__all__ = ["FallbackMiddleware", "ReconcileOutcome"]
 
 log = logging.getLogger("sessionstore.fallback")
 
@@ -63,6 +63,10 @@ _PRIMARY_ONLY = {
     "session_dump": "dump_session needs the primary",
     "session_load": "load_session needs the primary",
 }
+
+ReconcileOutcome = Literal["reconciled", "conflict"]
+"""How the reconciliation of one session ended, as :meth:`FallbackMiddleware.add_observer`
+observers are told."""
 
 _Inner = Coroutine[Any, Any, Any]
 _Learn = Callable[[LastKnown, Ticket, tuple[Any, ...], Any], None]
@@ -134,6 +138,7 @@ class FallbackMiddleware:
         self._journal = OutageJournal()
         self._on_conflict: Callable[[FallbackConflict], object] | None = settings["on_conflict"]
         self._conflicts: deque[FallbackConflict] = deque(maxlen=MAX_CONFLICTS_KEPT)
+        self._observers: list[Callable[[ReconcileOutcome], object]] = []
         # The store's time, for reconciliation, which has no call of its own to take it from:
         # the latest ``now_ms`` any call brought.
         self._now_ms = 0
@@ -145,6 +150,7 @@ class FallbackMiddleware:
             breaker=self._breaker,
             now_ms=lambda: self._now_ms,
             report=self._report,
+            reconciled=lambda: self._tell("reconciled"),
         )
         # One background task runs reconciliation, woken by each probe; it lives from the first
         # probe of an outage until the circuit closes.
@@ -191,6 +197,19 @@ class FallbackMiddleware:
     def unreconciled(self) -> int:
         """How many sessions the fallback answers for, waiting for reconciliation."""
         return len(self._journal)
+
+    def add_observer(self, observer: Callable[[ReconcileOutcome], object]) -> None:
+        """Call ``observer`` with the outcome of each session's reconciliation from now on:
+        ``"reconciled"`` (the primary answers for it again, holding what the fallback served) or
+        ``"conflict"`` (reported as a :class:`FallbackConflict` too). For telemetry
+        (:mod:`sessionstore.otel` counts them): it is called on the event loop, during
+        reconciliation, so it must return at once; its exceptions are logged and ignored."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Callable[[ReconcileOutcome], object]) -> None:
+        """Stop calling ``observer`` (given to :meth:`add_observer`); no error if it was not."""
+        if observer in self._observers:
+            self._observers.remove(observer)
 
     async def wait_reconciled(self) -> CircuitState:
         """Wait until the reconciliation running in the background (if any) has stopped, and
@@ -465,6 +484,7 @@ class FallbackMiddleware:
 
     def _report(self, conflict: FallbackConflict) -> None:
         self._conflicts.append(conflict)
+        self._tell("conflict")
         if self._on_conflict is not None:
             try:
                 self._on_conflict(conflict)
@@ -472,6 +492,13 @@ class FallbackMiddleware:
                 log.exception(
                     "fallback on_conflict callback failed for session %r", conflict.session_id
                 )
+
+    def _tell(self, outcome: ReconcileOutcome) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(outcome)
+            except Exception:
+                log.exception("fallback observer %r failed", observer)
 
     async def _close(self, inner: _Inner) -> None:
         if self._reconciling is not None:

@@ -85,7 +85,8 @@ class Reconciler:
     """Settles the sessions of ``journal`` with the primary while ``breaker`` is half-open.
 
     ``now_ms`` gives the store's time for the hooks; ``report`` receives each conflict (after
-    the fallback's copy of that session was dropped).
+    the fallback's copy of that session was dropped); ``reconciled`` is called for each session
+    settled without one.
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class Reconciler:
         breaker: CircuitBreaker,
         now_ms: Callable[[], int],
         report: Callable[[FallbackConflict], None],
+        reconciled: Callable[[], None] = lambda: None,
     ) -> None:
         self._primary = primary
         self._fallback = fallback
@@ -106,6 +108,7 @@ class Reconciler:
         self._breaker = breaker
         self._now_ms = now_ms
         self._report = report
+        self._reconciled = reconciled
 
     async def run(self) -> None:
         """Settle sessions until the journal is empty or the circuit is no longer half-open.
@@ -343,6 +346,7 @@ class Reconciler:
         now_ms: int,
     ) -> None:
         self._journal.release(held)
+        self._reconciled()  # the primary answers for it from now on
         if final is None:
             self._known.forget(held.session_id)
         else:

@@ -15,6 +15,7 @@ when nothing came after it, and can tell a live producer from a dead one.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import secrets
@@ -28,6 +29,7 @@ import anyio
 from ..errors import EventNotFoundError, InvalidSessionError, SessionStoreError
 from ..records import Event
 from ..store import SessionStore
+from ..watching import EventWatch, PollingWatch
 from ._fastmcp import looks_scoped
 from ._ids import INSTANCE_ID, INTEGER
 from ._log import shown, shown_id
@@ -170,9 +172,13 @@ class SessionEventStore(EventStore):
         *,
         instance_id: str | None = None,
         poll_interval: float = 0.05,
+        reread_interval: float = 1.0,
     ) -> None:
         self._store = store
         self._poll_interval = poll_interval
+        # With notifications (Capability.EVENT_NOTIFICATIONS), a followed stream is read when
+        # the store says it changed, and at least this often: pub/sub is at most once.
+        self._reread_interval = reread_interval
         self._liveness: Liveness | None = None
         self._liveness_interval = 0.5
         # The request streams this instance produces that have no answer yet: a stopping
@@ -358,44 +364,86 @@ class SessionEventStore(EventStore):
         on_get_stream = replay.stream_id == GET_STREAM_ID
         if on_get_stream and replay.producer == self.instance_id:
             return
-        checked_at = time.monotonic()
+        async with contextlib.AsyncExitStack() as stack:
+            watch = await self._watch(stack, session_id)
+            await self._follow_watched(session_id, replay, send_callback, watch)
+
+    async def _watch(self, stack: contextlib.AsyncExitStack, session_id: str) -> EventWatch:
+        """A watch of the session's events (subscribed before the first read of the follow);
+        a polling one when the store cannot subscribe now."""
+        try:
+            return await stack.enter_async_context(
+                self.store.watch_events(session_id, poll_interval=self._poll_interval)
+            )
+        except SessionStoreError as exc:
+            logger.warning(
+                "following session %s: no notifications (%s); polling",
+                shown_id(session_id),
+                shown(exc, 300),
+            )
+            return PollingWatch(self._poll_interval)
+
+    async def _follow_watched(
+        self,
+        session_id: str,
+        replay: _Replay,
+        send_callback: Callable[[Any], Awaitable[None]],
+        watch: EventWatch,
+    ) -> None:
+        """The loop of :meth:`_follow`: read when woken (a notification, or each poll of a
+        polling watch) or every ``reread_interval``; check the producer's liveness every
+        ``liveness_interval`` while nothing comes."""
+        checked_at = read_at = time.monotonic()
+        woken = True  # read once at once: a change between the replay and the watch's start
         while True:
-            await anyio.sleep(self._poll_interval)
-            try:
-                _, events = await self.store.replay_events_after(
-                    replay.cursor, session_id=session_id
-                )
-            except EventNotFoundError:
-                return  # the session ended or the cursor fell out of retention
-            except SessionStoreError as exc:
-                logger.warning("following session %s: %s", shown_id(session_id), shown(exc, 300))
-                continue
-            if events:
-                await replay.deliver(events, send_callback)
-                if replay.answered:
+            if woken or time.monotonic() - read_at >= self._reread_interval:
+                read_at = time.monotonic()
+                try:
+                    _, events = await self.store.replay_events_after(
+                        replay.cursor, session_id=session_id
+                    )
+                except EventNotFoundError:
+                    return  # the session ended or the cursor fell out of retention
+                except SessionStoreError as exc:
+                    logger.warning(
+                        "following session %s: %s", shown_id(session_id), shown(exc, 300)
+                    )
+                    events = []
+                if events:
+                    await replay.deliver(events, send_callback)
+                    if replay.answered:
+                        return
+                    checked_at = time.monotonic()  # the producer is writing: it is alive
+            if time.monotonic() - checked_at >= self._liveness_interval:
+                checked_at = time.monotonic()
+                producer = replay.producer
+                assert self._liveness is not None
+                if producer != self.instance_id and not await self._liveness(producer):
+                    await self._producer_lost(session_id, replay, producer, send_callback)
                     return
-                continue
-            if time.monotonic() - checked_at < self._liveness_interval:
-                continue
-            checked_at = time.monotonic()
-            producer = replay.producer
-            if producer == self.instance_id:
-                continue
-            assert self._liveness is not None
-            if await self._liveness(producer):
-                continue
-            # Dead: but it may have stored more (its answer even) since the last look.
-            try:
-                _, events = await self.store.replay_events_after(
-                    replay.cursor, session_id=session_id
-                )
-            except SessionStoreError:
-                events = []
-            if events:
-                await replay.deliver(events, send_callback)
-            if not on_get_stream and not replay.answered:
-                await self._answer_interrupted(session_id, replay, producer, send_callback)
-            return
+            now = time.monotonic()
+            timeout = min(
+                read_at + self._reread_interval - now, checked_at + self._liveness_interval - now
+            )
+            woken = await watch.wait(max(timeout, 0.001))
+
+    async def _producer_lost(
+        self,
+        session_id: str,
+        replay: _Replay,
+        producer: str,
+        send_callback: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        """The producer is dead: deliver what it stored since the last look (its answer, maybe),
+        else answer the request with an error."""
+        try:
+            _, events = await self.store.replay_events_after(replay.cursor, session_id=session_id)
+        except SessionStoreError:
+            events = []
+        if events:
+            await replay.deliver(events, send_callback)
+        if replay.stream_id != GET_STREAM_ID and not replay.answered:
+            await self._answer_interrupted(session_id, replay, producer, send_callback)
 
     async def _answer_interrupted(
         self,

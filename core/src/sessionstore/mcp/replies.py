@@ -31,9 +31,12 @@ sticky routing:
   read each (the one every request of a session costs) and no write; the store holds at most
   one relayed answer per asked request (two should an append reported failed have been
   written after all).
-- **The asker follows** its reply stream in each session with a request outstanding (every
-  ``poll_interval`` while answers come, backing off to ``max_poll_interval``, one second by
-  default; several sessions at once, so one slow to deliver holds up no other) and hands each
+- **The asker follows** its reply stream in each session with a request outstanding (where the
+  backend pushes event changes, ``Capability.EVENT_NOTIFICATIONS``, when the store says the
+  session's events changed, subscribed before the request leaves, and at least every
+  ``max_poll_interval``; else every ``poll_interval`` while answers come, backing off to
+  ``max_poll_interval``, one second by default; several sessions at once, so one slow to
+  deliver holds up no other) and hands each
   answer to its local SDK under the local session's id, with the headers of the session's
   latest request on this instance (so the SDK's own authentication passes). After the deadline
   it stops following that request.
@@ -191,6 +194,7 @@ class _Asking:
     interval: float = 0.0
     next_poll: float = 0.0  # time.monotonic() when the reply stream is read next
     stalled_until: float = 0.0  # the store failed: no strike of ``answered`` before then
+    watcher: asyncio.Task[None] | None = None  # wakes the follower when the session's events change
 
 
 def _due_at(state: _Asking) -> float:
@@ -267,6 +271,7 @@ class ReplyRelay:
         if self._task is not None:
             await cancel_and_wait([self._task])
             self._task = None
+        await cancel_and_wait([s.watcher for s in self._sessions.values() if s.watcher])
         self._sessions.clear()
         self._scopes.clear()
         self._store = None
@@ -281,7 +286,9 @@ class ReplyRelay:
     def forget(self, session_id: str) -> None:
         """The session ended here: its requests get no answer any more."""
         self._scopes.pop(session_id, None)
-        self._sessions.pop(session_id, None)
+        state = self._sessions.pop(session_id, None)
+        if state is not None and state.watcher is not None:
+            state.watcher.cancel()
 
     def retain(self, session_ids: set[str]) -> None:
         """Forget every session but these (the ones this instance still holds)."""
@@ -342,6 +349,8 @@ class ReplyRelay:
         state.interval = self.poll_interval
         state.next_poll = 0.0
         try:
+            if state.watcher is None and store.offers_event_watch:
+                await self._watch(session_id, state, store)
             if state.cursor is None:
                 # A place on the reply stream before the request leaves: every answer relayed
                 # for it comes after.
@@ -361,6 +370,44 @@ class ReplyRelay:
                 shown(exc, 300),
             )
         self._wake.set()
+
+    async def _watch(self, session_id: str, state: _Asking, store: SessionStore) -> None:
+        """Subscribe to the session's events (before the request leaves, so no answer is
+        missed) and wake the follower at each change; the reply stream is then read when told,
+        and otherwise every ``max_poll_interval`` (notifications are at most once). Without a
+        subscription (the store failed) the follower polls as before."""
+        subscribed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        state.watcher = asyncio.create_task(
+            self._watching(session_id, state, store, subscribed),
+            name="sessionstore.mcp replies watch",
+        )
+        await asyncio.shield(subscribed)
+
+    async def _watching(
+        self,
+        session_id: str,
+        state: _Asking,
+        store: SessionStore,
+        subscribed: asyncio.Future[bool],
+    ) -> None:
+        try:
+            async with store.watch_events(session_id) as watch:
+                subscribed.set_result(True)
+                while self._sessions.get(session_id) is state:
+                    if await watch.wait(self.max_poll_interval) and state.asked:
+                        state.next_poll = 0.0
+                        self._wake.set()
+        except SessionStoreError as exc:
+            logger.info(
+                "session %s: answers polled: no notifications (%s)",
+                shown_id(session_id),
+                shown(exc, 300),
+            )
+        finally:
+            if not subscribed.done():
+                subscribed.set_result(False)
+            if state.watcher is asyncio.current_task():
+                state.watcher = None
 
     # -- another instance asked --------------------------------------------------------------
 
@@ -517,8 +564,12 @@ class ReplyRelay:
             del self._sessions[session_id]
 
     def _backed_off(self, state: _Asking) -> float:
-        """Put the session's next poll further off; when it is."""
-        state.interval = min(state.interval * 1.5 or self.poll_interval, self.max_poll_interval)
+        """Put the session's next poll further off (told of changes, as far as it goes); when
+        it is."""
+        if state.watcher is not None:
+            state.interval = self.max_poll_interval
+        else:
+            state.interval = min(state.interval * 1.5 or self.poll_interval, self.max_poll_interval)
         state.next_poll = time.monotonic() + state.interval
         return state.next_poll
 

@@ -4,13 +4,16 @@
 ``memory://NAME`` opens the store called NAME, shared by every ``open_store("memory://NAME")`` in
 this process, the way several handles share one server. Either way each namespace is separate.
 Every hook is a plain ``def`` (the core calls it without a coroutine) and completes under a lock,
-so each operation is atomic for tasks and threads alike.
+so each operation is atomic for tasks and threads alike. ``event_watch`` is the exception (a
+watch is awaited); appends, loads and deletes wake the watches of every handle of the namespace,
+in any thread, once the lock is released.
 """
 
 from __future__ import annotations
 
 import heapq
 import threading
+import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +29,13 @@ from sessionstore import (
     SessionNotFoundError,
     SessionRecord,
     StoreFullError,
+    WatchHub,
     hookimpl,
     redact_url,
 )
 from sessionstore.records import parse_event_id
 from sessionstore.urls import StoreURL, parse_url
+from sessionstore.watching import EventWatch
 
 __all__ = ["MemoryBackend", "create_backend"]
 
@@ -53,6 +58,9 @@ class _Space:
     stream_handles: dict[tuple[str, str], int] = field(default_factory=dict)
     session_streams: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     next_handle: int = 1
+    # The watch hubs of the handles that watch this namespace (each handle's, once it watched):
+    # weak, so a handle dropped without closing is forgotten.
+    hubs: weakref.WeakSet[WatchHub] = field(default_factory=weakref.WeakSet)
 
 
 _shared_lock = threading.Lock()
@@ -124,6 +132,7 @@ class MemoryBackend:
         self._records = space.records  # the hot paths' dict, one attribute away
         self._max_sessions = max_sessions
         self._shared = shared
+        self._hub = WatchHub(self._no_io, self._no_io)
 
     # -- helpers (call with the lock held) ----------------------------------------------------
 
@@ -161,6 +170,16 @@ class MemoryBackend:
             space.session_streams.setdefault(session_id, []).append((session_id, stream_id))
             space.streams[handle] = _Stream(session_id, stream_id)
         return handle, space.streams[handle]
+
+    def _changed(self, session_id: str) -> None:
+        """Wake the watches of ``session_id`` in every handle (call after the lock is released:
+        the change is visible by then)."""
+        for hub in list(self._space.hubs):
+            hub.notify(session_id)
+
+    @staticmethod
+    async def _no_io(session_id: str) -> None:
+        """Subscribing is registering the hub with the namespace (see event_watch)."""
 
     def _purge(self, now_ms: int) -> int:
         expired = [i for i, r in self._space.records.items() if _expired(r, now_ms)]
@@ -274,7 +293,8 @@ class MemoryBackend:
             if record is None:
                 return False
             self._drop(session_id)
-            return not _expired(record, now_ms)
+        self._changed(session_id)
+        return not _expired(record, now_ms)
 
     @hookimpl
     def session_count(self, now_ms: int) -> int:
@@ -337,7 +357,10 @@ class MemoryBackend:
             if self._live(session_id, now_ms) is None:
                 raise SessionNotFoundError(session_id)
             handle, stream = self._stream(session_id, stream_id)
-            return f"{handle}-{_push(stream, data, retention)}"
+            seq = _push(stream, data, retention)
+        if self._space.hubs:
+            self._changed(session_id)
+        return f"{handle}-{seq}"
 
     @hookimpl
     def event_replay(
@@ -395,7 +418,18 @@ class MemoryBackend:
                 _, stream = self._stream(record.id, stream_id)
                 for data in events:
                     _push(stream, data, retention)
-            return True
+        self._changed(record.id)
+        return True
+
+    @hookimpl
+    async def event_watch(self, session_id: str) -> EventWatch:
+        with self._lock:
+            self._space.hubs.add(self._hub)
+        return await self._hub.watch(session_id)
+
+    @hookimpl
+    def event_watch_count(self) -> int:
+        return self._hub.subscriptions
 
     @hookimpl
     def store_clear(self) -> None:
@@ -409,4 +443,6 @@ class MemoryBackend:
 
     @hookimpl
     def store_close(self) -> None:
-        return None
+        with self._lock:
+            self._space.hubs.discard(self._hub)
+        self._hub.wake_all()

@@ -4,8 +4,9 @@ A read is one ``GET`` (or one ``MGET`` per shard for a batch) decoded here; ever
 Lua script run by ``EVALSHA``, so compare-and-set is a single round trip with no WATCH/MULTI
 loop. On one server the commands go through :mod:`.direct` (redis-py's connections without its
 per-command bookkeeping); on a cluster through :mod:`.cluster`, which sends each to its slot's
-master over the same kind of connections. With ``wait_replicas``, a write's ``WAIT`` follows it
-on its connection, in the same round trip. Keys, the record layout and why every key of a session
+master over the same kind of connections; concurrent commands to a server share round trips
+(:mod:`.coalescing`). With ``wait_replicas``, a write's ``WAIT`` follows it on a connection of its
+own, in the same round trip. Keys, the record layout and why every key of a session
 shares a hash tag are described in :mod:`.layout`; the scripts in :mod:`.scripts`.
 """
 
@@ -38,6 +39,7 @@ from sessionstore import (
     StoreUnavailableError,
     hookimpl,
 )
+from sessionstore.watching import EventWatch
 
 from . import scripts
 from .cluster import ClusterCommands
@@ -45,6 +47,7 @@ from .connection import UNAVAILABLE, Endpoint, open_client, parse_spec, unavaila
 from .deadlines import Interruption, OperationDeadlines
 from .direct import DirectCommands
 from .layout import Layout, pack_record, pack_u64, unpack_record
+from .notifications import RedisNotifications, connection_maker
 from .scripts import Script
 
 __all__ = ["RedisBackend", "create_backend"]
@@ -113,7 +116,7 @@ class RedisBackend:
         self._commands: DirectCommands | ClusterCommands = (
             client
             if isinstance(client, ClusterCommands)
-            else DirectCommands(client.connection_pool)
+            else DirectCommands(client.connection_pool, timeout=timeout)
         )
         # One command, or several on one connection; raw replies: with decode_responses=False
         # (see open_client) bytes, ints, lists and None, hence Any.
@@ -131,10 +134,8 @@ class RedisBackend:
         self._deadlines = OperationDeadlines(timeout)
         self._layout_pending = True
         self._first_use = asyncio.Lock()
-        self._appending = False  # an append is on the wire; others queue (see _append)
-        self._append_sender: asyncio.Task[None] | None = None
-        self._append_queue: list[tuple[Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
         self._closed = False
+        self._notifications: RedisNotifications | None = None  # made by the first watch
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self._endpoint.display} shards={self._layout.shards}>"
@@ -486,70 +487,11 @@ class RedisBackend:
             self._layout.shards,
             _handle_seed(),
         )
-        outcome = await self._append(keys, args)
+        # Concurrent appends share round trips as every command does (see .coalescing).
+        outcome = await self._run(scripts.EVENT_APPEND, keys, args)
         if outcome[0] == 1:
             raise SessionNotFoundError(session_id)
         return f"{outcome[1].decode()}-{outcome[2].decode()}-{session_id}"
-
-    async def _append(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one append now, or, while another is on the wire, queue it: what queued meanwhile
-        goes out together in one pipeline (one round trip), so concurrent streams share round
-        trips while a lone writer waits for nothing."""
-        if not self._appending:
-            self._appending = True
-            try:
-                return await self._run(scripts.EVENT_APPEND, keys, args)
-            finally:
-                if self._append_queue:
-                    self._append_sender = asyncio.get_running_loop().create_task(
-                        self._send_queued_appends()
-                    )
-                else:
-                    self._appending = False
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._append_queue.append((keys, args, future))
-        return await future
-
-    async def _send_queued_appends(self) -> None:
-        try:
-            while self._append_queue:
-                batch, self._append_queue = self._append_queue, []
-                try:
-                    # This task is no hook's: the deadline is its own, or a stalled connection
-                    # would hold every later append behind it.
-                    async with asyncio.timeout(self._deadlines.timeout):
-                        outcomes = await self._run_many(
-                            scripts.EVENT_APPEND, [(keys, args) for keys, args, _ in batch]
-                        )
-                except asyncio.CancelledError:
-                    for _, _, future in batch:
-                        future.cancel()
-                    raise
-                except Exception as exc:
-                    outcomes = [exc] * len(batch)
-                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():  # its caller gave up (timed out, cancelled)
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
-        finally:
-            self._appending = False
-
-    async def _run_many(
-        self, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
-    ) -> list[Any]:
-        """Run ``script`` once per call, in one pipeline on a single server (concurrently on a
-        cluster, whose calls go to several nodes); each outcome is a result or an exception."""
-        if len(calls) == 1 or self._cluster is not None:
-            return list(
-                await asyncio.gather(
-                    *(self._run(script, keys, args) for keys, args in calls),
-                    return_exceptions=True,
-                )
-            )
-        return await self._pipeline(script, calls)
 
     @_redis_hook
     async def event_replay(
@@ -637,6 +579,25 @@ class RedisBackend:
         self._layout_pending = True
 
     @hookimpl
+    async def event_watch(self, session_id: str) -> EventWatch:
+        """See :mod:`.notifications`."""
+        if self._closed:
+            raise self._closed_error()
+        if self._notifications is None:
+            self._notifications = RedisNotifications(
+                connection_maker(self._client, self._cluster),
+                self._layout,
+                self._endpoint,
+                cluster=self._cluster,
+                timeout=self._deadlines.timeout,
+            )
+        return await self._notifications.watch(session_id)
+
+    @hookimpl
+    def event_watch_count(self) -> int:
+        return 0 if self._notifications is None else self._notifications.hub.subscriptions
+
+    @hookimpl
     async def store_close(self) -> None:
         """Close within ``timeout``: operations under way end at once with
         :class:`~sessionstore.StoreClosedError` (their connections are dropped: a hung server
@@ -644,10 +605,9 @@ class RedisBackend:
         self._closed = True
         timeout = self._deadlines.timeout
         deadline = asyncio.get_running_loop().time() + timeout
-        sender, self._append_sender = self._append_sender, None
-        if sender is not None and not sender.done() and not sender.get_loop().is_closed():
-            sender.cancel()  # its appends' callers are interrupted below
         await self._deadlines.close(grace=timeout)
+        if self._notifications is not None:
+            await self._notifications.close()
         try:
             # Closing a connection may wait for the server (TLS): all of it within the timeout.
             async with asyncio.timeout_at(deadline):

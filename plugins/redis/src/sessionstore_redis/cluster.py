@@ -65,7 +65,8 @@ class ClusterCommands:
 
     ``client_for(host, port)`` makes the redis-py client of a node (credentials, TLS, connect
     timeout), whose connection pool's factory makes the connections; ``refresh_timeout`` bounds
-    each node's answer to ``CLUSTER SLOTS``. Replies are as :class:`.DirectCommands` gives them.
+    each node's answer to ``CLUSTER SLOTS``; ``timeout`` a round trip shared by concurrent
+    commands to a node (see :mod:`.coalescing`). Replies are as :class:`.DirectCommands` gives them.
     Every command must name a key (its first, or a script's first key), and the commands of one
     :meth:`execute_many` must be in the first one's slot or name no key (``WAIT``).
     """
@@ -76,10 +77,12 @@ class ClusterCommands:
         client_for: Callable[[str, int], Redis],
         *,
         refresh_timeout: float,
+        timeout: float,
     ) -> None:
         self._startup = list(startup_nodes)
         self._client_for = client_for
         self._refresh_timeout = refresh_timeout
+        self._timeout = timeout
         self._clients: dict[Address, Redis] = {}
         self._nodes: dict[Address, DirectCommands] = {}
         self._slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
@@ -166,7 +169,9 @@ class ClusterCommands:
         node = self._nodes.get(address)
         if node is None:
             client = self._clients[address] = self._client_for(*address)
-            node = self._nodes[address] = DirectCommands(client.connection_pool)
+            node = self._nodes[address] = DirectCommands(
+                client.connection_pool, timeout=self._timeout
+            )
         return node
 
     async def _refreshed(self) -> None:

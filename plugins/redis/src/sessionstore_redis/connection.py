@@ -157,9 +157,9 @@ def open_client(
     The driver gets no socket timeout: with one, redis-py wraps every send in
     ``asyncio.wait_for``, a new task per command, which costs more than a GET on loopback. The
     backend bounds each operation itself (:mod:`sessionstore_redis.deadlines`; a cancelled
-    command makes redis-py drop its connection, so no late reply is ever read as another's).
+    command makes redis-py drop its connection, so no late reply is ever read as another's),
+    and a round trip shared by concurrent commands by ``timeout`` (:mod:`.coalescing`).
     """
-    del timeout  # enforced per operation by the backend
     options: dict[str, Any] = {
         "username": endpoint.username,
         "password": endpoint.password,
@@ -182,7 +182,9 @@ def open_client(
         def client_for(host: str, port: int) -> Redis:
             return Redis(host=host, port=port, **options)
 
-        return ClusterCommands(endpoint.nodes, client_for, refresh_timeout=connect_timeout)
+        return ClusterCommands(
+            endpoint.nodes, client_for, refresh_timeout=connect_timeout, timeout=timeout
+        )
     host, port = endpoint.nodes[0]
     return Redis(host=host, port=port, db=endpoint.db, **options)
 

@@ -16,7 +16,11 @@ What the pool did that still matters is kept:
 * ``max_connections`` bounds the connections; a command that finds them all busy waits for one
   (bounded by the operation's deadline) instead of failing.
 
-A Redis Cluster keeps redis-py's cluster client, which routes every command to its slot's node.
+Concurrent single commands share round trips (:mod:`.coalescing`); ``timeout`` bounds each such
+shared round trip. Commands are packed here (:func:`_packed`): redis-py's ``pack_command`` costs
+a few microseconds more per command, a tenth of a loopback round trip.
+
+On a Redis Cluster each node has its own (:mod:`.cluster`): commands coalesce per node.
 """
 
 from __future__ import annotations
@@ -26,8 +30,19 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
+
+from .coalescing import Coalescer
+
+_HIREDIS: tuple[type, ...]
+try:
+    from hiredis import Reader as _HiredisReader
+
+    _HIREDIS = (_HiredisReader,)
+except ImportError:  # redis-py then parses in Python, and _exchange goes through its API
+    _HIREDIS = ()
 
 __all__ = ["DirectCommands"]
 
@@ -40,9 +55,10 @@ class DirectCommands:
     ``decode_responses=False`` bytes, ints, lists and ``None``. An error reply raises redis-py's
     :class:`~redis.exceptions.ResponseError` (or its subclass, such as ``NoScriptError``);
     a failed connection raises redis-py's ``ConnectionError``, ``TimeoutError`` or ``OSError``.
+    ``timeout`` bounds a round trip shared by concurrent commands (see :mod:`.coalescing`).
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, *, timeout: float) -> None:
         self._make_connection = pool.make_connection
         self._limit: int = pool.max_connections
         self._idle: list[AbstractConnection] = []
@@ -50,37 +66,35 @@ class DirectCommands:
         self._waiters: deque[asyncio.Future[AbstractConnection]] = deque()
         self._closed = False
         self._disconnecting: set[asyncio.Task[None]] = set()
+        self._coalescer = Coalescer(self._execute_now, self._execute_together, timeout=timeout)
 
     async def execute(self, *args: Any) -> Any:
-        """Send one command and return its reply."""
-        connection = await self._acquire()
-        try:
-            await connection.send_packed_command(connection.pack_command(*args), False)
-            return await connection.read_response()
-        finally:
-            self._release(connection)
+        """Send one command and return its reply: at once, or, while another of this server's
+        is on the wire, together with the others issued meanwhile (see :mod:`.coalescing`).
+        Never a command that blocks the server's reply (``WAIT``): use :meth:`execute_many`."""
+        if self._closed:
+            raise ConnectionError("the store is closed")
+        return await self._coalescer.execute(args)
 
     async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` in one write and read their replies in order (a pipeline, no
         transaction). An error reply takes its command's place in the list as the exception;
-        a failed connection raises, and then none of the replies is known."""
-        connection = await self._acquire()
-        try:
-            await connection.send_packed_command(connection.pack_commands(commands), False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:  # the reply was read whole: the stream is in step
-                    replies.append(exc)
-            return replies
-        finally:
-            self._release(connection)
+        a failed connection raises, and then none of the replies is known.
+
+        One command goes as :meth:`execute` sends it (it may share a round trip); several go on
+        a connection of their own, so that a ``WAIT`` among them holds up no other command."""
+        if len(commands) == 1:
+            try:
+                return [await self.execute(*commands[0])]
+            except ResponseError as exc:
+                return [exc]
+        return await self._execute_together(commands)
 
     async def close(self) -> None:
         """Disconnect the idle connections; a busy one is disconnected when it is released.
         A command waiting for a connection, or sent after this, fails with ``ConnectionError``."""
         self._closed = True
+        await self._coalescer.close()
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             if not waiter.done():
@@ -93,6 +107,26 @@ class DirectCommands:
             *self._disconnecting,
             return_exceptions=True,
         )
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    async def _execute_now(self, command: Sequence[Any]) -> Any:
+        connection = await self._acquire()
+        try:
+            (reply,) = await _exchange(connection, _packed(connection, command), 1)
+        finally:
+            self._release(connection)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def _execute_together(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        connection = await self._acquire()
+        try:
+            packed = b"".join([_packed(connection, command) for command in commands])
+            return await _exchange(connection, packed, len(commands))
+        finally:
+            self._release(connection)
 
     # -- the connections ------------------------------------------------------------------------
 
@@ -153,3 +187,84 @@ class DirectCommands:
                 waiter.set_result(connection)
                 return
         self._idle.append(connection)
+
+
+def _packed(connection: AbstractConnection, command: Sequence[Any]) -> bytes:
+    """``command`` in the Redis protocol, as ``connection.pack_command`` packs it, for less: this
+    backend's arguments are ``str``, ``bytes`` and ``int``, encoded here (``str`` as UTF-8, as
+    redis-py's default encoder does); anything else is left to redis-py, which refuses what
+    Redis cannot take."""
+    name = command[0]
+    if type(name) is not str or " " in name:  # redis-py splits "CLUSTER SLOTS" into two
+        return b"".join(connection.pack_command(*command))
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        kind = type(arg)
+        if kind is bytes:
+            value = arg
+        elif kind is str:
+            value = arg.encode()
+        elif kind is int:
+            value = b"%d" % arg
+        else:
+            return b"".join(connection.pack_command(*command))
+        parts.append(b"$%d\r\n%b\r\n" % (len(value), value))
+    return b"".join(parts)
+
+
+async def _exchange(connection: AbstractConnection, data: bytes, count: int) -> list[Any]:
+    """Write ``data`` (``count`` packed commands) and read ``count`` replies; an error reply is
+    the exception in its place (``ResponseError``; one that means the connection cannot serve,
+    such as ``LOADING``, raises). Any failure or cancellation drops the connection, as redis-py
+    does, so that a late reply is never read as another command's.
+
+    With hiredis this reads through redis-py's stream and hiredis reader directly: redis-py's
+    ``send_packed_command`` and ``read_response`` cost about 20 µs a command on this project's
+    machines, as much as a loopback round trip (``bench/bench_redis.py``: one task's get against
+    ``redis-benchmark -c 1``). They are the attributes of redis-py 8.1 (pinned in
+    requirements/dev.txt) that its own hiredis parser uses; without them, its API is used.
+    """
+    parser: Any = connection._parser
+    stream, writer = connection._reader, connection._writer
+    reader: Any = getattr(parser, "_reader", None)
+    size = getattr(parser, "_read_size", None)
+    if type(reader) not in _HIREDIS or type(size) is not int or stream is None or writer is None:
+        return await _exchange_through_the_api(connection, data, count)
+    gets = reader.gets
+    try:
+        writer.write(data)
+        if writer.transport.get_write_buffer_size():  # the socket took only part of it
+            await writer.drain()
+        replies: list[Any] = []
+        for _ in range(count):
+            reply = gets()
+            while reply is NOT_ENOUGH_DATA:
+                chunk = await stream.read(size)
+                if not chunk:
+                    raise ConnectionError("Connection closed by server.")
+                reader.feed(chunk)
+                reply = gets()
+            if isinstance(reply, ConnectionError):  # as redis-py's parser does
+                raise reply
+            if type(reply) is list and reply and isinstance(reply[0], ConnectionError):
+                raise reply[0]
+            replies.append(reply)
+        return replies
+    except BaseException as exc:
+        await connection.disconnect(nowait=True)
+        if isinstance(exc, OSError):
+            raise ConnectionError(f"Error while talking to the server: {exc}") from exc
+        raise
+
+
+async def _exchange_through_the_api(
+    connection: AbstractConnection, data: bytes, count: int
+) -> list[Any]:
+    await connection.send_packed_command(data, False)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as exc:  # the reply was read whole: the stream is in step
+            replies.append(exc)
+    return replies

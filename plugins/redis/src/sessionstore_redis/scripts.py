@@ -64,6 +64,16 @@ end
 local function expire(key, ttl)
   if ttl > 0 then redis.call('PEXPIRE', key, fmt(ttl)) else redis.call('PERSIST', key) end
 end
+local function notify(events_key)
+  -- The session's watchers (see notifications.py): its channel is named like its events key.
+  -- Sharded from Redis 7 on (the first version with REDIS_VERSION_NUM), so on a cluster the
+  -- message stays on the session's shard.
+  if redis.REDIS_VERSION_NUM then
+    redis.call('SPUBLISH', events_key, '')
+  else
+    redis.call('PUBLISH', events_key, '')
+  end
+end
 """
 
 
@@ -177,6 +187,7 @@ local live = is_live(redis.call('GET', KEYS[1]), tonumber(ARGV[1]))
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
+notify(KEYS[2])
 if live then return 1 end
 return 0
 """,
@@ -239,6 +250,7 @@ if seq > keep then  -- only then can the stream hold more than it keeps (its fir
     redis.call('HSET', KEYS[2], 'f:' .. handle, fmt(seq - keep + 1))
   end
 end
+notify(KEYS[2])
 return {0, handle, fmt(seq)}
 """,
 )
@@ -362,6 +374,7 @@ for _ = 1, tonumber(ARGV[12]) do
   at = at + 2 + count
 end
 expire(KEYS[2], ttl)
+notify(KEYS[2])
 return 1
 """,
 )

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from sessionstore import (
+    Capability,
     ConfigurationError,
     ConflictError,
     Event,
@@ -310,6 +311,13 @@ class SQLiteBackend:
             yield conn
         finally:
             conn.rollback()
+
+    @hookimpl
+    def store_capabilities(self) -> Mapping[str, str]:
+        return {
+            Capability.EVENT_NOTIFICATIONS: "SQLite cannot tell another connection or process "
+            "that the file changed: watch_events polls the database"
+        }
 
     def _is_live(self, conn: sqlite3.Connection, session_id: str, now_ms: int) -> bool:
         row = conn.execute(
