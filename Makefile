@@ -91,19 +91,37 @@ PROTECTED_CONTRACT := $(CONTRACT_KEYS) $(BIN)/pytest -p no:cacheprovider --pyarg
 PROTECTED_POSTGRES_CONTRACT := $(CONTRACT_KEYS) $(IN_FRESH_POSTGRES) \
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract
 
-# The contract suite exactly as a backend author runs it, on every backend in the repository.
+# The contract suite exactly as a backend author runs it, on every backend in the repository. Each
+# run is a process of its own on data of its own (memory, its own SQLite file, a fresh PostgreSQL
+# database), so they run two at a time (the machine's two cores), the longest first: each run's
+# output is printed whole when it ends (--output-sync), and a failed run fails `make contract`.
+CONTRACT_RUNS := contract-postgres contract-sqlite contract-protected-postgres \
+	contract-protected-sqlite contract-memory contract-memory-url contract-encrypted \
+	contract-compressed contract-stacked
+.PHONY: contract $(CONTRACT_RUNS)
 contract: $(STAMP)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target $(CONTRACT_RUNS)
+
+contract-memory: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend memory
+contract-memory-url: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend memory://contract
+contract-sqlite: $(STAMP)
 	@mkdir -p build && rm -f build/contract.db build/contract.db-wal build/contract.db-shm
 	$(BIN)/pytest -p no:cacheprovider --pyargs sessionstore_contract --sessionstore-backend sqlite:///build/contract.db
+contract-postgres: $(STAMP)
 	$(IN_FRESH_POSTGRES) $(BIN)/pytest -p no:cacheprovider \
 		--pyargs sessionstore_contract --sessionstore-backend '{url}?synchronous_commit=off'
+contract-encrypted: $(STAMP)
 	$(PROTECTED_CONTRACT) --sessionstore-backend memory://protected --hypothesis-profile sessionstore-fast $(ENCRYPTED)
+contract-compressed: $(STAMP)
 	$(PROTECTED_CONTRACT) --sessionstore-backend memory://protected --hypothesis-profile sessionstore-fast $(COMPRESSED)
+contract-stacked: $(STAMP)
 	$(PROTECTED_CONTRACT) --sessionstore-backend memory://protected --hypothesis-profile sessionstore-fast $(ENCRYPTED) $(COMPRESSED)
-	@rm -f build/protected.db build/protected.db-wal build/protected.db-shm
+contract-protected-sqlite: $(STAMP)
+	@mkdir -p build && rm -f build/protected.db build/protected.db-wal build/protected.db-shm
 	$(PROTECTED_CONTRACT) --sessionstore-backend sqlite:///build/protected.db --hypothesis-profile sessionstore-fast $(ENCRYPTED) $(COMPRESSED)
+contract-protected-postgres: $(STAMP)
 	$(PROTECTED_POSTGRES_CONTRACT) --sessionstore-backend '{url}?synchronous_commit=off' \
 		--hypothesis-profile sessionstore-fast $(ENCRYPTED) $(COMPRESSED)
 
@@ -129,7 +147,8 @@ $(BENCH_STAMP): requirements/bench.txt $(STAMP)
 # Tests at a size too slow for `make test`: the CLI's migration of 100,000 sessions, SQLite to Redis
 # and back, and SQLite to PostgreSQL to Redis (make test runs the same tests at 20,000); the
 # example backend's wheel through the whole contract suite with Hypothesis's default profile, as
-# its CI would run it (make test runs it with the suite's sessionstore-fast profile).
+# its CI would run it, and `sessionstore check`'s whole-suite tests on SQLite and Redis likewise
+# (make test runs them with the suite's sessionstore-fast profile).
 .PHONY: long
 long: $(STAMP)
 	SESSIONSTORE_MIGRATE_SESSIONS=100000 $(BIN)/pytest -p no:cacheprovider \
@@ -147,7 +166,9 @@ long: $(STAMP)
 			$$middleware || exit 1; \
 	done
 	SESSIONSTORE_FULL_CONTRACT=1 $(BIN)/pytest -p no:cacheprovider \
-		plugins/redis/tests/test_redis_contract_middleware.py
+		plugins/redis/tests/test_redis_contract_middleware.py \
+		core/tests/test_cli.py::test_check_runs_the_contract_suite_and_leaves_other_data_alone \
+		plugins/redis/tests/test_cli_redis.py::test_check_touches_nothing_but_its_scratch_namespaces
 
 # Speed comparisons, not tests: each prints both sides and their ratio, measured in one run.
 bench: $(BENCH_STAMP)

@@ -2,14 +2,20 @@
 
 There is no pytest-asyncio here: each ``async def`` test runs to completion in a fresh event loop
 with ``asyncio.run``, so async fixtures are not supported; fixtures stay plain.
+
+Also here: the ``check_on_fast_profile`` fixture, for the tests of ``sessionstore check``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 
 import pytest
+
+# `make long` sets it: the contract suite's runs in tests use Hypothesis's default profile.
+FULL_CONTRACT = os.environ.get("SESSIONSTORE_FULL_CONTRACT", "").strip() == "1"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -19,4 +25,34 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return None
     arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     asyncio.run(pyfuncitem.obj(**arguments))
+    return True
+
+
+_FAST_PROFILE_PLUGIN = """\
+from hypothesis import settings
+
+import sessionstore_contract.plugin  # registers the profile
+
+settings.load_profile("sessionstore-fast")
+"""
+
+
+@pytest.fixture
+def check_on_fast_profile(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> bool:
+    """``sessionstore check`` in this test runs the contract suite on its ``sessionstore-fast``
+    profile (every deterministic test, 10 examples per randomized one) instead of Hypothesis's
+    default: the command's pytest loads a plugin (``PYTEST_PLUGINS``) that loads the profile.
+    The backends' own contract runs keep the default profile; with
+    ``SESSIONSTORE_FULL_CONTRACT=1`` (``make long``) nothing changes here. Returns whether the
+    fast profile is on."""
+    if FULL_CONTRACT:
+        return False
+    folder = tmp_path_factory.mktemp("fast-profile")
+    (folder / "sessionstore_fast_profile.py").write_text(_FAST_PROFILE_PLUGIN, encoding="utf-8")
+    path = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
+    plugins = [*filter(None, [os.environ.get("PYTEST_PLUGINS")]), "sessionstore_fast_profile"]
+    monkeypatch.setenv("PYTEST_PLUGINS", ",".join(plugins))
     return True

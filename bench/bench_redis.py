@@ -24,6 +24,10 @@ Part 1, speed (every side on the same ids, in the same random order):
   (50 connections) that of get x50. Its own ops/s figure counts (not its start-up). Targets:
   >= 0.6 and >= 0.4. Skipped, and why printed, without the binary or on a server that needs a
   password or TLS (``--url``);
+* the loop floor, for reference: a bare ``asyncio.Protocol`` writing ``GET`` and waking the
+  task from ``data_received`` (hiredis, no library, no decode), same keys, same rounds. Its own
+  ratio to ``redis-benchmark -c 1`` is printed too: no asyncio client's one-task get can do
+  better on this machine and event loop;
 * peers, same server, same sessions: py-key-value-aio's ``RedisStore`` and aiocache's
   ``RedisCache`` (its default ``JsonSerializer``; never pickle). Neither takes a ``Session``: a
   put is ``session.model_dump(mode="json")`` then ``put``/``set`` with ``ttl=3600``; a get
@@ -81,6 +85,7 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 import redis
 from benchkit import NoRedisServer, base_parser, check, emit, proxy_session, redis_server
 from redis.asyncio import Redis
@@ -145,7 +150,16 @@ OP_LABELS = {
     "batch": f"batch {BATCH_SIZE:,}",
 }
 ALL_SIDES: dict[str, tuple[str, ...]] = {
-    "get": ("ours", "raw", "redis_benchmark", "kv", "kv_session", "aiocache", "aiocache_session"),
+    "get": (
+        "ours",
+        "raw",
+        "redis_benchmark",
+        "loop_floor",
+        "kv",
+        "kv_session",
+        "aiocache",
+        "aiocache_session",
+    ),
     "update": ("ours", "raw", "raw_same", "kv", "aiocache"),
     "get_x50": ("ours", "raw", "redis_benchmark"),
     "update_x50": ("ours", "raw", "raw_same"),
@@ -162,6 +176,7 @@ PEER_OF_SIDE = {
 COMPARISONS: tuple[tuple[str, str, str, float | None, bool], ...] = (
     ("get", "raw", "raw GET + unpack + decode", 0.85, False),
     ("get", "redis_benchmark", "redis-benchmark -c 1 GET (C client)", 0.6, False),
+    ("get", "loop_floor", "bare asyncio Protocol GET, no decode", None, False),
     ("update", "raw", "raw encode + EVALSHA check-and-set", 0.85, False),
     ("update", "raw_same", "raw encode + EVALSHA of our script", 0.85, False),
     ("get_x50", "raw", "raw GET + unpack + decode", 0.85, False),
@@ -334,6 +349,7 @@ class Ctx:
     ids: list[str]
     incarnations: list[int]
     versions: list[int] = field(default_factory=list)  # the stored version of each, as known
+    floor: LoopFloor | None = None  # opened by its first round
 
     def sync_from_sessions(self) -> None:
         self.versions = [session.version for session in self.sessions]
@@ -651,6 +667,54 @@ async def aiocache_set(ctx: Ctx) -> float:
     return perf_counter() - start
 
 
+class LoopFloor(asyncio.Protocol):
+    """The least an asyncio program can do per GET: write the command on a transport, and in
+    ``data_received`` feed hiredis and wake the waiting task; no library, no checks, no decode.
+    Its ratio to ``redis-benchmark -c 1`` is the ceiling of any asyncio client's one-task get
+    on this machine and this event loop, measured in the same rounds."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiter: asyncio.Future[Any] | None = None
+        self.transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        reply = self.reader.gets()
+        if reply is not False and self.waiter is not None:
+            self.waiter.set_result(reply)
+
+    async def get(self, command: bytes) -> Any:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(command)
+        return await self.waiter
+
+
+async def loop_floor_get(ctx: Ctx) -> float:
+    if ctx.floor is None:  # the server's address, as the raw client has it
+        where = ctx.raw.connection_pool.connection_kwargs
+        _, ctx.floor = await asyncio.get_running_loop().create_connection(
+            LoopFloor, where["host"], where["port"]
+        )
+    get = ctx.floor.get
+    commands = [
+        b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
+        for key in ((ctx.base + i).encode() for i in ctx.ids)
+    ]
+    gc.collect()
+    start = perf_counter()
+    for command in commands:
+        await get(command)
+    elapsed = perf_counter() - start
+    check((await get(commands[0]))[:1] == bytes([RECORD_FORMAT]), "the floor read our record")
+    return elapsed
+
+
 async def _redis_benchmark(ctx: Ctx, connections: int) -> float:
     """Seconds per GET of ``redis-benchmark -c connections`` on the first session's record, by
     its own count (its start-up is not timed)."""
@@ -685,6 +749,7 @@ RUNNERS: dict[tuple[str, str], Callable[[Ctx], Awaitable[float]]] = {
     ("get_x50", "redis_benchmark"): redis_benchmark_get_x50,
     ("get", "ours"): ours_get,
     ("get", "raw"): raw_get,
+    ("get", "loop_floor"): loop_floor_get,
     ("get", "kv"): kv_get,
     ("get", "kv_session"): kv_session_get,
     ("get", "aiocache"): aiocache_get,
@@ -827,6 +892,8 @@ async def run_small(
                     for side in op_sides[shift:] + op_sides[:shift]:
                         elapsed = await RUNNERS[op, side](ctx)
                         times[op][side].append(elapsed / _ops(ctx, op, side))
+            if ctx.floor is not None and ctx.floor.transport is not None:
+                ctx.floor.transport.close()
             await check_small(ctx, rounds)
             sizes = await _stored_sizes(ctx)
             info = await raw.info("server")
@@ -880,10 +947,22 @@ def summarize_small(small: dict[str, Any]) -> dict[str, Any]:
                 "within_target": ok,
             }
         )
+    floor = None
+    if {"loop_floor", "redis_benchmark"} <= set(times["get"]):
+        # The ceiling of any asyncio client's one-task get here: the floor against the C client.
+        get = times["get"]
+        rounds = [c / f for f, c in zip(get["loop_floor"], get["redis_benchmark"], strict=True)]
+        floor = {
+            "ratio": best["get"]["redis_benchmark"] / best["get"]["loop_floor"],
+            "ratio_median": statistics.median(rounds),
+            "ratio_min": min(rounds),
+            "ratio_max": max(rounds),
+        }
     return {
         "best_s_per_op": best,
         "all_s_per_op": times,
         "comparisons": comparisons,
+        "loop_floor_vs_redis_benchmark": floor,
         "stored_value_bytes": small["sizes"],
         "redis_version": small["redis_version"],
         "peers": small["peers"],
@@ -1111,6 +1190,12 @@ def render(summary: dict[str, Any]) -> str:
             f"{c['ours_ops_per_s']:>11,.0f}{c['baseline_ops_per_s']:>11,.0f}"
             f"{c['ours_us_per_op']:>9.1f}{c['baseline_us_per_op']:>9.1f}{c['ratio']:>7.2f}"
             f"{_spread(c):>27}  {goal}"
+        )
+    floor = small.get("loop_floor_vs_redis_benchmark")
+    if floor is not None:
+        lines.append(
+            f"{'get':<12}{'(the loop floor vs redis-benchmark -c 1)':<36}{'':>40}"
+            f"{floor['ratio']:>7.2f}{_spread(floor):>27}  (ceiling for one task)"
         )
     sizes = ", ".join(f"{k} {v} B" for k, v in small["stored_value_bytes"].items())
     lines += [

@@ -691,8 +691,10 @@ def _rows(path: Path, query: str, args: Sequence[object] = ()) -> list[tuple[obj
 
 
 def test_check_runs_the_contract_suite_and_leaves_other_data_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check_on_fast_profile: bool
 ) -> None:
+    """The whole suite through the command, on the suite's sessionstore-fast profile (the
+    default profile's run on SQLite: `make contract`; this test on it: `make long`)."""
     workdir = tmp_path / "workdir"
     workdir.mkdir()
     monkeypatch.chdir(workdir)  # check writes nothing where it runs (no .hypothesis, no cache)

@@ -200,32 +200,47 @@ async def test_closing_from_another_thread_while_its_loop_runs_is_refused(
 
 
 def _in_forked_child(store: SessionStore, report: Any) -> None:
-    try:
-        asyncio.run(store.count_sessions())
-    except WrongEventLoopError as error:
-        report.put(str(error))
-    else:
-        report.put("no error")
+    session = new("mine")
+    session.__dict__["version"] = 1
+    outcomes = []
+    # count_sessions goes through SessionStore._call; the other three have a check of their own.
+    for call in (
+        store.count_sessions,
+        lambda: store.get_session("mine"),
+        lambda: store.create_session(new("theirs")),
+        lambda: store.update_session(session),
+    ):
+        try:
+            asyncio.run(call())
+        except WrongEventLoopError as error:
+            outcomes.append(str(error))
+        except Exception as error:
+            outcomes.append(repr(error))
+        else:
+            outcomes.append("no error")
+    report.put(outcomes)
 
 
 def test_a_store_inherited_by_a_forked_child_is_refused_there(spec: str) -> None:
     """A forked child's thread has its parent's thread id and its copy of the parent's loop
     looks running: the quick check alone would let it share the parent's connection."""
 
-    async def main() -> str:
+    async def main() -> list[str]:
         async with open_store(spec) as store:
             await store.count_sessions()
             context = multiprocessing.get_context("fork")
             report = context.Queue()
             child = context.Process(target=_in_forked_child, args=(store, report))
             child.start()  # forked while the store's loop runs
-            outcome: str = await asyncio.to_thread(report.get, timeout=60)
+            outcomes: list[str] = await asyncio.to_thread(report.get, timeout=60)
             await asyncio.to_thread(child.join, 60)
             assert await store.count_sessions() == 0  # the parent goes on
-            return outcome
+            return outcomes
 
-    outcome = asyncio.run(main())
-    assert "forked from process" in outcome, outcome
+    outcomes = asyncio.run(main())
+    assert len(outcomes) == 4
+    for outcome in outcomes:
+        assert "forked from process" in outcome, outcome
 
 
 def test_one_sqlite_store_in_two_threads_loses_no_acknowledged_write(tmp_path: Path) -> None:
@@ -280,3 +295,74 @@ def test_one_sqlite_store_in_two_threads_loses_no_acknowledged_write(tmp_path: P
     assert len(acknowledged) == 600
     assert asyncio.run(stored()) == len(acknowledged)
     assert len(refused) == 1
+
+
+class _OwnIsRunningLoop(asyncio.SelectorEventLoop):
+    """An event loop of its own kind (``is_running()`` overridden) that leaves ``_thread_id`` set
+    once it stopped: for such a loop the store's quick check must ask ``is_running()``, not read
+    ``_thread_id`` as it does for asyncio's loops."""
+
+    _stopped = True
+
+    def run_forever(self) -> None:
+        self._thread_id = None
+        self._stopped = False
+        try:
+            super().run_forever()
+        finally:
+            self._stopped = True
+            self._thread_id = threading.get_ident()  # left behind, as this kind of loop does
+
+    def is_running(self) -> bool:
+        return not self._stopped and super().is_running()
+
+
+def test_a_loop_with_its_own_is_running_is_asked_whether_it_runs() -> None:
+    store = open_store("memory")
+    own = _OwnIsRunningLoop()
+    other = asyncio.new_event_loop()
+    try:
+        own.run_until_complete(store.create_session(new("s")))
+        assert own._thread_id == threading.get_ident()
+        assert not own.is_running()
+        with pytest.raises(WrongEventLoopError):
+            other.run_until_complete(store.get_session("s"))
+        session = new("s")
+        session.__dict__["version"] = 1
+        with pytest.raises(WrongEventLoopError):
+            other.run_until_complete(store.update_session(session))
+        with pytest.raises(WrongEventLoopError):
+            other.run_until_complete(store.create_session(new("t")))
+        assert own.run_until_complete(store.get_session("s")).version == 1  # its own loop: fine
+        own.run_until_complete(store.aclose())
+    finally:
+        own.close()
+        other.close()
+
+
+def _first_incarnation(store: SessionStore, session_id: str) -> int:
+    created = asyncio.run(store.create_session(new(session_id)))
+    private = created.__pydantic_private__
+    assert private is not None
+    incarnation: int = private["_incarnation"]
+    return incarnation
+
+
+def _report_first_incarnation(store: SessionStore, report: Any) -> None:
+    report.put(_first_incarnation(store, "child"))
+
+
+def test_a_store_opened_before_a_fork_draws_incarnations_of_its_own_in_each_process() -> None:
+    """Incarnations count up from a start the store draws when it binds (see
+    sessionstore.store._incarnations): a store opened, not used, then forked is used by parent
+    and child alike, and the two must not hand out the same incarnations."""
+    store = open_store("memory")  # not bound yet
+    context = multiprocessing.get_context("fork")
+    report = context.Queue()
+    child = context.Process(target=_report_first_incarnation, args=(store, report))
+    child.start()
+    in_child = report.get(timeout=60)
+    child.join(60)
+    in_parent = _first_incarnation(store, "parent")
+    assert in_child != in_parent
+    assert in_child % 2 == in_parent % 2 == 1  # odd, so never 0 ("never read")

@@ -11,6 +11,7 @@ import inspect
 import os
 import random
 import re
+import secrets
 import threading
 import time
 import weakref
@@ -21,12 +22,14 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
 )
 from contextlib import aclosing, asynccontextmanager
 from datetime import timedelta
-from math import inf
+from itertools import count
+from math import floor, inf
 from threading import get_ident
 from types import CoroutineType, EllipsisType, TracebackType
 from typing import Any
@@ -53,7 +56,7 @@ from .plugins import (
     capabilities_of,
     load_backend_factory,
 )
-from .records import Event, SessionDump, new_record
+from .records import Event, SessionDump, SessionRecord, new_record
 from .transforms import split_transforms, transformed_dispatch
 from .urls import backend_name_of, redact_url
 from .watching import EventWatch, PollingWatch
@@ -90,6 +93,8 @@ _binding = threading.Lock()
 class _Unbound:
     """The loop of a store not used yet: never running, so its first call binds it."""
 
+    _thread_id = None  # as a stopped asyncio loop's: see SessionStore._running
+
     def is_running(self) -> bool:
         return False
 
@@ -98,6 +103,35 @@ class _Unbound:
 
 
 _UNBOUND = _Unbound()
+
+
+class _RunningProbe:
+    """SessionStore._running for a loop whose ``is_running()`` is not asyncio's own (uvloop, a
+    subclass overriding it): its ``_thread_id`` cannot be trusted, so this one asks
+    ``is_running()``: the ident of the thread the store bound in while the loop runs, else
+    ``None`` (the two-part check of SessionStore._bind, at the price of a property)."""
+
+    __slots__ = ("_ident", "_loop")
+
+    def __init__(self, loop: AbstractEventLoop, ident: int) -> None:
+        self._loop = loop
+        self._ident = ident
+
+    @property
+    def _thread_id(self) -> int | None:
+        return self._ident if self._loop.is_running() else None
+
+
+def _running_of(loop: AbstractEventLoop, ident: int) -> Any:
+    """SessionStore._running for ``loop``, bound in thread ``ident`` (see SessionStore._bind)."""
+    if isinstance(loop, asyncio.BaseEventLoop) and (
+        type(loop).is_running is asyncio.BaseEventLoop.is_running
+    ):
+        # ``_thread_id`` is the thread running it and None when it does not run (run_forever
+        # sets both), and is_running() is ``_thread_id is not None``.
+        return loop
+    return _RunningProbe(loop, ident)
+
 
 _bound_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()
 """Every store bound to a loop (see _after_fork_in_child)."""
@@ -109,6 +143,7 @@ def _after_fork_in_child() -> None:
     # SessionStore._bind, where get_running_loop() (which checks the process id) refuses it.
     for store in list(_bound_stores):
         store._loop_thread_id = 0
+        store._running = _UNBOUND
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -354,8 +389,12 @@ class SessionStore:
         # The event loop the store is bound to, and the thread running it: see _bind.
         self._loop: AbstractEventLoop | _Unbound = _UNBOUND
         self._loop_thread_id = 0  # no thread has ident 0
+        # The hot paths' check (see _bind): the bound loop, or what stands in for it, whose
+        # ``_thread_id`` is the ident of the thread running it, None while it does not run.
+        self._running: Any = _UNBOUND
         self._loop_thread = ""
         self._loop_pid = 0
+        self._incarnations = _incarnations()  # drawn again when the store binds: see _bind
 
     # -- description -------------------------------------------------------------------------
 
@@ -499,6 +538,13 @@ class SessionStore:
         call in the loop's thread while it runs is a call in that loop). That costs a third of
         ``get_running_loop() is not self._loop``, which makes a ``getpid()`` system call on
         Python 3.11; here, where it is rare, ``get_running_loop()`` decides.
+
+        create_session, get_session and update_session run a cheaper form of it:
+        ``self._running._thread_id != get_ident()``. ``_running`` is the bound asyncio loop,
+        whose ``_thread_id`` is the ident of the thread running it and None while it does not
+        run: equal to ``get_ident()`` exactly when the loop runs in the calling thread, so the
+        call is in that loop (for any other loop, a :class:`_RunningProbe` gives the two-part
+        answer above). A loop that moved to another thread passes it without coming here.
         """
         if self._closed:  # whichever loop it comes from, that is what the caller must know
             raise StoreClosedError(f"store {self._spec} is closed")
@@ -508,8 +554,12 @@ class SessionStore:
             if bound is _UNBOUND or bound is loop:  # first call, or the loop changed threads
                 self._loop = loop
                 self._loop_thread_id = get_ident()
+                self._running = _running_of(loop, self._loop_thread_id)
                 self._loop_thread = threading.current_thread().name
                 self._loop_pid = os.getpid()
+                # In the process and thread that will use it: a store opened before a fork and
+                # first used after it draws a start of its own in each process.
+                self._incarnations = _incarnations()
                 _bound_stores.add(self)
                 return
         here = threading.current_thread().name
@@ -535,7 +585,7 @@ class SessionStore:
         return BackendError(self._backend_name, hook, exc)
 
     def _now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return floor(self._clock() * 1000)  # int() for times >= 0, a third cheaper
 
     def _deadline(self, now_ms: int) -> int | None:
         ttl = self._ttl_ms
@@ -549,18 +599,19 @@ class SessionStore:
         Raises :class:`SessionExistsError` if a live session has its id. ``session`` itself is
         updated (its ``version``) and returned.
         """
-        if get_ident() != self._loop_thread_id or not self._loop.is_running():  # see _bind
+        if self._running._thread_id != get_ident():  # see _bind
             self._bind()
         payload = encode_session(session)  # first: it also checks that this is a Session
-        now = int(self._clock() * 1000)  # _now_ms and _deadline inlined: every write runs this
+        now = floor(self._clock() * 1000)  # _now_ms and _deadline inlined: every write runs this
         ttl = self._ttl_ms
-        incarnation = random.getrandbits(62) | 1
-        record = new_record(
-            (session.id, 1, None if ttl is None else now + ttl, payload, incarnation)
+        incarnation = next(self._incarnations)
+        record = _new_record(
+            SessionRecord, (session.id, 1, None if ttl is None else now + ttl, payload, incarnation)
         )
         try:
             outcome = self._hooks.session_create(record, now)
-            if type(outcome) is CoroutineType:  # else a plain-def hook already ran
+            # None: a plain-def hook already ran (checked first: it is the memory backend's answer)
+            if outcome is not None and type(outcome) is CoroutineType:
                 await outcome
         except SessionStoreError:
             raise
@@ -579,11 +630,11 @@ class SessionStore:
         Raises :class:`SessionNotFoundError` if it does not exist or has expired, and
         :class:`CorruptRecordError` if its stored record cannot be decoded.
         """
-        if get_ident() != self._loop_thread_id or not self._loop.is_running():
+        if self._running._thread_id != get_ident():  # see _bind
             self._bind()
         validate_session_id(session_id)
         try:
-            record = self._hooks.session_get(session_id, int(self._clock() * 1000))
+            record = self._hooks.session_get(session_id, floor(self._clock() * 1000))
             if type(record) is CoroutineType:  # else a plain-def hook returned the record
                 record = await record
         except SessionStoreError:
@@ -601,10 +652,10 @@ class SessionStore:
         :class:`ConflictError` if another writer got there first (re-read and retry, or use
         :meth:`modify_session`) and :class:`SessionNotFoundError` if it no longer exists.
         """
-        if get_ident() != self._loop_thread_id or not self._loop.is_running():
+        if self._running._thread_id != get_ident():  # see _bind
             self._bind()
         payload = encode_session(session)  # first: it also checks that this is a Session
-        now = int(self._clock() * 1000)
+        now = floor(self._clock() * 1000)
         ttl = self._ttl_ms
         version = session.version
         if type(version) is not int or not 0 <= version <= _MAX_VERSION:
@@ -612,12 +663,14 @@ class SessionStore:
         version += 1
         private = session.__pydantic_private__
         incarnation = 0 if private is None else private.get("_incarnation", 0)
-        record = new_record(
-            (session.id, version, None if ttl is None else now + ttl, payload, incarnation)
+        record = _new_record(
+            SessionRecord,
+            (session.id, version, None if ttl is None else now + ttl, payload, incarnation),
         )
         try:
             outcome = self._hooks.session_update(record, now)
-            if type(outcome) is CoroutineType:  # else a plain-def hook already ran
+            # None: a plain-def hook already ran (checked first: it is the memory backend's answer)
+            if outcome is not None and type(outcome) is CoroutineType:
                 await outcome
         except SessionStoreError:
             raise
@@ -1065,6 +1118,26 @@ def _checked_dump(dump: object, *, strict: bool = False) -> SessionDump:
     return SessionDump(
         new_record((session_id, version, deadline, payload, incarnation)), last_event_id, streams
     )
+
+
+_new_record: Callable[
+    [type[SessionRecord], tuple[str, int, int | None, bytes, int]], SessionRecord
+] = tuple.__new__
+"""``_new_record(SessionRecord, fields)``: :func:`~sessionstore.records.new_record` without the
+partial (on the path of every write)."""
+
+
+def _incarnations() -> Iterator[int]:
+    """The incarnations one store gives the sessions it creates: odd numbers counting up by 2 from
+    a start drawn from the OS's CSPRNG.
+
+    Within a store none repeats. Across stores (processes, hosts), the incarnation one store gives
+    is as unlikely to equal a given incarnation of another store as one drawn at random for each
+    create: the starts are independent and uniform over 2**60 odd numbers, so for any pair the
+    chance is 2**-60. Every value stays below 2**62 for 2**60 creates (centuries at millions a
+    second), as with ``getrandbits(62)``: every backend stores it exactly.
+    """
+    return count(secrets.randbits(61) | 1, 2)
 
 
 def _private(session: Session) -> dict[str, Any]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
 from sessionstore import (
     Capability,
     ConfigurationError,
+    ConflictError,
     Session,
+    SessionExistsError,
     StoreFullError,
     TransportType,
     installed_backends,
@@ -137,5 +140,66 @@ def test_memory_offers_no_raw_driver_read() -> None:
             assert store.offers_raw_get is False
             with pytest.raises(ConfigurationError, match="no raw driver read"):
                 await store.raw_get("anything")
+
+    asyncio.run(scenario())
+
+
+class _CountingLock:
+    """A backend's lock that counts how often it is taken."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+        self.taken = 0
+
+    def acquire(self, *args: Any) -> bool:
+        self.taken += 1
+        return bool(self._lock.acquire(*args))
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+async def _creates_and_updates(store: Any) -> _CountingLock:
+    lock = store._backend._lock = _CountingLock(store._backend._lock)
+    session = await store.create_session(_session("locked"))
+    await store.update_session(session)
+    await store.update_session(await store.get_session("locked"))
+    return lock
+
+
+def test_a_named_store_takes_its_lock_for_every_create_and_update() -> None:
+    """Stores in any thread share a named store's namespace: compare-and-set stays atomic across
+    threads only if every write checks and writes under the namespace's lock."""
+
+    async def scenario() -> int:
+        async with open_store("memory://locking", namespace="n") as store:
+            taken = (await _creates_and_updates(store)).taken
+            await store.clear()
+            return taken
+
+    assert asyncio.run(scenario()) == 3
+
+
+def test_a_private_store_writes_new_and_current_sessions_without_its_lock() -> None:
+    """A private store's hooks only run in the one loop thread of the one store built on it, one
+    at a time, so its common create and update skip the lock; every other case takes it."""
+
+    async def scenario() -> None:
+        async with open_store("memory") as store:
+            assert (await _creates_and_updates(store)).taken == 0
+            lock = store._backend._lock  # type: ignore[attr-defined]
+            with pytest.raises(SessionExistsError):
+                await store.create_session(_session("locked"))
+            stale = await store.get_session("locked")
+            await store.update_session(await store.get_session("locked"))
+            with pytest.raises(ConflictError):
+                await store.update_session(stale)
+            assert lock.taken == 2
 
     asyncio.run(scenario())

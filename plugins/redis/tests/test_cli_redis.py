@@ -117,8 +117,10 @@ def _snapshot(client: redis.Redis) -> dict[bytes, bytes | None]:
 
 
 def test_check_touches_nothing_but_its_scratch_namespaces(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, check_on_fast_profile: bool
 ) -> None:
+    """The whole suite through the command, on the suite's sessionstore-fast profile (the
+    default profile's runs on Redis: test_redis_contract.py; this test on it: `make long`)."""
     client = redis.Redis.from_url(redis_server.url)
     client.set("other-app:config", "kept")
     client.hset("other-app:users", mapping={"a": "1"})

@@ -11,10 +11,9 @@ back (``ReplyGate``); writes are counted by a connection class that counts them.
 from __future__ import annotations
 
 import asyncio
-import time
 import types
 import uuid
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
 from redis_servers import RedisClusterServers, RedisServer
+from reply_gate import BOUND, ReplyGate, until
 
 from sessionstore import (
     ConflictError,
@@ -37,32 +37,28 @@ from sessionstore_redis import direct as direct_module
 from sessionstore_redis.cluster import ClusterCommands
 from sessionstore_redis.direct import DirectCommands
 
-BOUND = 10.0  # seconds: a generous upper bound on waiting for an event
-
 
 def fresh_namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
 def writes_counted() -> tuple[type[Connection], list[int]]:
-    """A connection class that counts the writes to its sockets, and the count."""
+    """A connection class that counts the writes to its sockets, and the count: at the
+    transport, where both redis-py's stream writer and the backend's reply protocol write."""
     count = [0]
 
     class CountingConnection(Connection):
         async def _connect(self) -> None:
             await super()._connect()
             writer: Any = self._writer
-            write, writelines = writer.write, writer.writelines
+            transport = writer.transport
+            write = transport.write
 
             def counted_write(data: bytes) -> None:
                 count[0] += 1
                 write(data)
 
-            def counted_writelines(data: Any) -> None:
-                count[0] += 1
-                writelines(data)
-
-            writer.write, writer.writelines = counted_write, counted_writelines
+            transport.write = counted_write  # writelines joins and calls write (Python 3.11)
 
     return CountingConnection, count
 
@@ -71,85 +67,6 @@ def calls_of(client: redis.Redis, command: str) -> int:
     """How many times the server has run ``command`` (``INFO commandstats``)."""
     stats = client.info("commandstats").get(f"cmdstat_{command}")
     return 0 if stats is None else int(stats["calls"])
-
-
-async def until(what: str, check: Callable[[], bool]) -> None:
-    """Wait (letting the loop run: the proxy lives in it) until ``check`` holds, up to BOUND."""
-    deadline = time.monotonic() + BOUND
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {BOUND} s")
-        await asyncio.sleep(0.005)
-
-
-class ReplyGate:
-    """A TCP proxy to a Redis server: requests go through at once; while ``holding``, the
-    server's replies are kept back until :meth:`let_through` (some bytes) or :meth:`open`
-    (all); :meth:`cut` closes the client's side, as a network failure would."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.holding = False
-        self.held = bytearray()
-        self._server: asyncio.Server | None = None
-        self._clients: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> ReplyGate:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._clients:
-            writer.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
-
-    def let_through(self, count: int) -> None:
-        """Pass the first ``count`` held bytes to the client (one connection at a time)."""
-        (writer,) = [w for w in self._clients if not w.is_closing()]
-        writer.write(bytes(self.held[:count]))
-        del self.held[:count]
-
-    def open(self) -> None:
-        self.holding = False
-        if self.held:
-            self.let_through(len(self.held))
-
-    def cut(self) -> None:
-        """Drop every client connection (and what was held for it); stop holding."""
-        for writer in self._clients:
-            writer.transport.abort()
-        self.held.clear()
-        self.holding = False
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._clients.append(writer)
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-
-        async def requests() -> None:
-            while data := await reader.read(65536):
-                up_writer.write(data)
-
-        async def replies() -> None:
-            while data := await up_reader.read(65536):
-                if self.holding:
-                    self.held += data
-                elif not writer.is_closing():
-                    writer.write(data)
-
-        for pump in (requests(), replies()):
-            task = asyncio.get_running_loop().create_task(pump)
-            self._tasks.add(task)
-            task.add_done_callback(lambda _: up_writer.close())
 
 
 # -- replies matched to callers ------------------------------------------------------------------
@@ -459,3 +376,20 @@ async def test_on_a_cluster_commands_coalesce_per_node(redis_cluster: RedisClust
         await asyncio.gather(*(cluster.execute("DEL", key) for key in keys))
     finally:
         await cluster.close()
+
+
+async def test_a_closed_store_leaves_no_task_of_its_own_running(redis_server: RedisServer) -> None:
+    """After ``aclose()`` no task of the backend is left (the operations' deadline watchers
+    included): an application that closes its loop by hand gets no "Task was destroyed but it
+    is pending" at exit."""
+
+    def ours() -> list[str]:
+        return [t.get_name() for t in asyncio.all_tasks() if "sessionstore" in t.get_name()]
+
+    store = open_store(redis_server.url, namespace=fresh_namespace())
+    await store.create_session(Session(id="tasks", transport=TransportType.HTTP))
+    await asyncio.gather(*(store.get_session("tasks") for _ in range(20)))
+    assert ours()  # the deadline watchers run while the store is used
+    await store.clear()
+    await store.aclose()
+    assert ours() == []

@@ -3,10 +3,17 @@
 ``memory`` opens a private store (nothing shared with any other ``open_store`` call);
 ``memory://NAME`` opens the store called NAME, shared by every ``open_store("memory://NAME")`` in
 this process, the way several handles share one server. Either way each namespace is separate.
-Every hook is a plain ``def`` (the core calls it without a coroutine) and completes under a lock,
-so each operation is atomic for tasks and threads alike. ``event_watch`` is the exception (a
-watch is awaited); appends, loads and deletes wake the watches of every handle of the namespace,
-in any thread, once the lock is released.
+Every hook is a plain ``def`` (the core calls it without a coroutine) and completes without
+yielding, so each operation is atomic for the tasks of a loop; a lock makes it atomic for threads
+too. ``event_watch`` is the exception (a watch is awaited); appends, loads and deletes wake the
+watches of every handle of the namespace, in any thread, once the lock is released.
+
+A private store (``memory``) belongs to the one store ``open_store`` built it for, and that store
+is bound to one event loop (a call from any other raises ``WrongEventLoopError`` before a hook
+runs): its hooks only ever run in that loop's thread, one at a time. So the common cases of
+``session_create`` (a new id) and ``session_update`` (a live session at the expected version and
+incarnation) skip the lock there; every other case takes the locked path, which decides it
+anew. A named store (``memory://NAME``) is shared by stores in any thread: it always locks.
 """
 
 from __future__ import annotations
@@ -132,6 +139,10 @@ class MemoryBackend:
         self._records = space.records  # the hot paths' dict, one attribute away
         self._max_sessions = max_sessions
         self._shared = shared
+        # The lock-free fast paths of a private store (see the module docstring); a create that
+        # may have to make room takes the locked path.
+        self._update_unlocked = not shared
+        self._create_unlocked = not shared and max_sessions is None
         self._hub = WatchHub(self._no_io, self._no_io)
 
     # -- helpers (call with the lock held) ----------------------------------------------------
@@ -211,6 +222,9 @@ class MemoryBackend:
     def session_create(self, record: SessionRecord, now_ms: int) -> None:
         session_id = record[0]  # record.id: an index is cheaper than a named field on this path
         records = self._records
+        if self._create_unlocked and session_id not in records:
+            records[session_id] = record  # private: no other hook runs meanwhile
+            return
         lock = self._lock
         lock.acquire()  # not ``with``: on the hot paths it costs twice acquire/release here
         try:
@@ -249,6 +263,18 @@ class MemoryBackend:
         # Unpacked once: each named-field read of a record costs as much as the dict write.
         session_id, version, _, _, incarnation = record
         records = self._records
+        if self._update_unlocked:  # private: no other hook runs meanwhile
+            current = records.get(session_id)
+            if current is not None:
+                _, stored_version, deadline_ms, _, stored_incarnation = current
+                if (
+                    stored_version == version - 1
+                    and incarnation == stored_incarnation
+                    and (deadline_ms is None or deadline_ms > now_ms)
+                ):
+                    records[session_id] = record
+                    return
+            # Anything else (missing, expired, stale, incarnation 0): decided below.
         lock = self._lock
         lock.acquire()  # as in session_create
         try:

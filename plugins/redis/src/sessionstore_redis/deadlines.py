@@ -103,6 +103,19 @@ class OperationDeadlines:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
 
+    async def stop(self) -> None:
+        """Stop the watcher if no operation is running, interrupting nothing (for an owner that
+        is closing and whose operations have ended). While one still runs, the watcher stays,
+        and ends by itself once none does."""
+        watcher = self._watcher
+        if self._started or watcher is None or watcher.done() or watcher.get_loop().is_closed():
+            return
+        self._watcher = None
+        watcher.cancel()
+        if watcher.get_loop() is asyncio.get_running_loop():
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
     async def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._started:
             await asyncio.sleep(self.timeout / 4)

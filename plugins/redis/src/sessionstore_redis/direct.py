@@ -30,11 +30,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
 
 from .coalescing import Coalescer
+from .wire import ReplyProtocol, known_clean, take_over
 
 _HIREDIS: tuple[type, ...]
 try:
@@ -140,6 +140,8 @@ class DirectCommands:
             connection = self._make_connection()  # type: ignore[no-untyped-call]
         else:
             connection = await self._wait_for_connection()
+        if known_clean(connection):  # the common case, without a coroutine
+            return connection
         try:
             await self._ready(connection)
         except BaseException:
@@ -166,10 +168,14 @@ class DirectCommands:
         if not connection.is_connected:
             await connection.connect()  # type: ignore[no-untyped-call]
             return
-        try:
-            stale = await connection.can_read()  # unread bytes, or the server hung up
-        except (ConnectionError, OSError):
+        writer = connection._writer
+        if writer is not None and writer.transport.is_closing():  # reset, or closed under us
             stale = True
+        else:
+            try:
+                stale = await connection.can_read()  # unread bytes, or the server hung up
+            except (ConnectionError, OSError):
+                stale = True
         if stale:
             await connection.disconnect()
             await connection.connect()  # type: ignore[no-untyped-call]
@@ -218,37 +224,26 @@ async def _exchange(connection: AbstractConnection, data: bytes, count: int) -> 
     such as ``LOADING``, raises). Any failure or cancellation drops the connection, as redis-py
     does, so that a late reply is never read as another command's.
 
-    With hiredis this reads through redis-py's stream and hiredis reader directly: redis-py's
-    ``send_packed_command`` and ``read_response`` cost about 20 µs a command on this project's
-    machines, as much as a loopback round trip (``bench/bench_redis.py``: one task's get against
-    ``redis-benchmark -c 1``). They are the attributes of redis-py 8.1 (pinned in
-    requirements/dev.txt) that its own hiredis parser uses; without them, its API is used.
+    With hiredis the replies are read by a :class:`.wire.ReplyProtocol` that takes over the
+    connection's transport on its first exchange: redis-py's ``send_packed_command`` and
+    ``read_response`` cost about 20 µs a command on this project's machines, and reading through
+    its stream reader 1 to 13 µs more than the protocol (``bench/bench_redis.py``: one task's get
+    against ``redis-benchmark -c 1``). The parser's hiredis reader is an attribute of redis-py 8.1
+    (pinned in requirements/dev.txt); without it, redis-py's API is used.
     """
-    parser: Any = connection._parser
-    stream, writer = connection._reader, connection._writer
-    reader: Any = getattr(parser, "_reader", None)
-    size = getattr(parser, "_read_size", None)
-    if type(reader) not in _HIREDIS or type(size) is not int or stream is None or writer is None:
-        return await _exchange_through_the_api(connection, data, count)
-    gets = reader.gets
+    writer = connection._writer
+    protocol: Any = None if writer is None else writer.transport.get_protocol()
     try:
-        writer.write(data)
-        if writer.transport.get_write_buffer_size():  # the socket took only part of it
-            await writer.drain()
-        replies: list[Any] = []
-        for _ in range(count):
-            reply = gets()
-            while reply is NOT_ENOUGH_DATA:
-                chunk = await stream.read(size)
-                if not chunk:
-                    raise ConnectionError("Connection closed by server.")
-                reader.feed(chunk)
-                reply = gets()
+        if type(protocol) is not ReplyProtocol:
+            reader: Any = getattr(connection._parser, "_reader", None)
+            if type(reader) not in _HIREDIS or (protocol := take_over(connection, reader)) is None:
+                return await _exchange_through_the_api(connection, data, count)
+        replies = await protocol.exchange(data, count)
+        for reply in replies:
             if isinstance(reply, ConnectionError):  # as redis-py's parser does
                 raise reply
             if type(reply) is list and reply and isinstance(reply[0], ConnectionError):
                 raise reply[0]
-            replies.append(reply)
         return replies
     except BaseException as exc:
         await connection.disconnect(nowait=True)
