@@ -188,6 +188,52 @@ def test_a_loop_run_by_another_thread_later_keeps_its_store(spec: str) -> None:
         loop.close()
 
 
+def test_a_loop_that_moved_threads_keeps_out_the_thread_it_left(spec: str) -> None:
+    """The loop binds in one thread, then runs in a second, where only get/create/update are
+    called. The first thread, from a loop of its own, is refused on every path: the check is
+    about the loop running in the calling thread, never an ident remembered from the bind."""
+    loop = asyncio.new_event_loop()
+    store = open_store(spec)
+    bound, moved = threading.Event(), threading.Event()
+    outcomes: dict[str, str] = {}
+
+    def calls_from_a_loop_of_its_own() -> None:
+        for name, call in (
+            ("count_sessions", store.count_sessions),
+            ("get_session", lambda: store.get_session("s")),
+            ("create_session", lambda: store.create_session(new("intruder"))),
+        ):
+            try:
+                asyncio.run(call())
+                outcomes[name] = "ran"
+            except WrongEventLoopError:
+                outcomes[name] = "refused"
+
+    def first() -> None:
+        loop.run_until_complete(store.create_session(new("s")))
+        bound.set()
+        moved.wait(timeout=60)
+        calls_from_a_loop_of_its_own()
+
+    first_thread = threading.Thread(target=first)
+    first_thread.start()
+    assert bound.wait(timeout=60)
+    second_thread = threading.Thread(target=loop.run_forever)
+    second_thread.start()
+    try:
+        assert asyncio.run_coroutine_threadsafe(store.get_session("s"), loop).result(60).id == "s"
+        moved.set()
+        first_thread.join(timeout=60)
+        calls = ("count_sessions", "get_session", "create_session")
+        assert outcomes == dict.fromkeys(calls, "refused")
+        assert asyncio.run_coroutine_threadsafe(store.count_sessions(), loop).result(60) == 1
+        asyncio.run_coroutine_threadsafe(store.aclose(), loop).result(60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        second_thread.join(timeout=60)
+        loop.close()
+
+
 async def test_closing_from_another_thread_while_its_loop_runs_is_refused(
     spec: str, other_thread: LoopThread
 ) -> None:

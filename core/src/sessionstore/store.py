@@ -107,30 +107,33 @@ _UNBOUND = _Unbound()
 
 class _RunningProbe:
     """SessionStore._running for a loop whose ``is_running()`` is not asyncio's own (uvloop, a
-    subclass overriding it): its ``_thread_id`` cannot be trusted, so this one asks
-    ``is_running()``: the ident of the thread the store bound in while the loop runs, else
-    ``None`` (the two-part check of SessionStore._bind, at the price of a property)."""
+    subclass overriding it): its ``_thread_id`` cannot be trusted, so this one asks asyncio which
+    loop runs in the calling thread: the caller's ident when it is the bound loop, else ``None``
+    (a ``getpid()`` system call per call on Python 3.11: the price of such a loop)."""
 
-    __slots__ = ("_ident", "_loop")
+    __slots__ = ("_loop",)
 
-    def __init__(self, loop: AbstractEventLoop, ident: int) -> None:
+    def __init__(self, loop: AbstractEventLoop) -> None:
         self._loop = loop
-        self._ident = ident
 
     @property
     def _thread_id(self) -> int | None:
-        return self._ident if self._loop.is_running() else None
+        try:
+            running = get_running_loop()
+        except RuntimeError:
+            return None
+        return get_ident() if running is self._loop else None
 
 
-def _running_of(loop: AbstractEventLoop, ident: int) -> Any:
-    """SessionStore._running for ``loop``, bound in thread ``ident`` (see SessionStore._bind)."""
+def _running_of(loop: AbstractEventLoop) -> Any:
+    """SessionStore._running for ``loop`` (see SessionStore._bind)."""
     if isinstance(loop, asyncio.BaseEventLoop) and (
         type(loop).is_running is asyncio.BaseEventLoop.is_running
     ):
         # ``_thread_id`` is the thread running it and None when it does not run (run_forever
         # sets both), and is_running() is ``_thread_id is not None``.
         return loop
-    return _RunningProbe(loop, ident)
+    return _RunningProbe(loop)
 
 
 _bound_stores: weakref.WeakSet[SessionStore] = weakref.WeakSet()
@@ -142,7 +145,6 @@ def _after_fork_in_child() -> None:
     # running, so the quick check would pass: send the next call of every inherited store through
     # SessionStore._bind, where get_running_loop() (which checks the process id) refuses it.
     for store in list(_bound_stores):
-        store._loop_thread_id = 0
         store._running = _UNBOUND
 
 
@@ -388,7 +390,6 @@ class SessionStore:
         ) = None
         # The event loop the store is bound to, and the thread running it: see _bind.
         self._loop: AbstractEventLoop | _Unbound = _UNBOUND
-        self._loop_thread_id = 0  # no thread has ident 0
         # The hot paths' check (see _bind): the bound loop, or what stands in for it, whose
         # ``_thread_id`` is the ident of the thread running it, None while it does not run.
         self._running: Any = _UNBOUND
@@ -498,7 +499,7 @@ class SessionStore:
             return
         loop = self._loop
         # Once its loop is closed, only closing is left to do, from anywhere.
-        if (get_ident() != self._loop_thread_id or not loop.is_running()) and not loop.is_closed():
+        if self._running._thread_id != get_ident() and not loop.is_closed():  # see _bind
             self._bind()
         self._closed = True
         hooks, self._hooks = self._hooks, _ClosedHooks(self._spec)  # type: ignore[assignment]
@@ -516,7 +517,7 @@ class SessionStore:
 
         The hot operations (create, get, update) inline this: it costs a coroutine.
         """
-        if get_ident() != self._loop_thread_id or not self._loop.is_running():
+        if self._running._thread_id != get_ident():  # see _bind
             self._bind()
         try:
             outcome = getattr(self._hooks, hook)(*args)
@@ -532,19 +533,15 @@ class SessionStore:
         Threads cannot share one store: its backend's connection, transactions and (on Redis)
         sockets belong to one loop, and sharing them lost acknowledged writes silently.
 
-        Every call first runs ``get_ident() != self._loop_thread_id or not
-        self._loop.is_running()`` and comes here only when it is true: on the first call, from
-        another thread, or once the bound loop stopped (a thread runs one loop at a time, so a
-        call in the loop's thread while it runs is a call in that loop). That costs a third of
-        ``get_running_loop() is not self._loop``, which makes a ``getpid()`` system call on
-        Python 3.11; here, where it is rare, ``get_running_loop()`` decides.
-
-        create_session, get_session and update_session run a cheaper form of it:
-        ``self._running._thread_id != get_ident()``. ``_running`` is the bound asyncio loop,
-        whose ``_thread_id`` is the ident of the thread running it and None while it does not
-        run: equal to ``get_ident()`` exactly when the loop runs in the calling thread, so the
-        call is in that loop (for any other loop, a :class:`_RunningProbe` gives the two-part
-        answer above). A loop that moved to another thread passes it without coming here.
+        Every call first runs ``self._running._thread_id != get_ident()`` and comes here only
+        when it is true: on the first call, from another thread, or once the bound loop stopped.
+        ``_running`` is the bound asyncio loop, whose ``_thread_id`` is the ident of the thread
+        running it and None while it does not run: equal to ``get_ident()`` exactly when the loop
+        runs in the calling thread (a thread runs one loop at a time), so the call is in that
+        loop. That costs a fraction of ``get_running_loop() is not self._loop``, which makes a
+        ``getpid()`` system call on Python 3.11; here, where it is rare, ``get_running_loop()``
+        decides. For a loop with an ``is_running()`` of its own, a :class:`_RunningProbe` asks
+        ``get_running_loop()`` on every call.
         """
         if self._closed:  # whichever loop it comes from, that is what the caller must know
             raise StoreClosedError(f"store {self._spec} is closed")
@@ -553,13 +550,14 @@ class SessionStore:
             bound = self._loop
             if bound is _UNBOUND or bound is loop:  # first call, or the loop changed threads
                 self._loop = loop
-                self._loop_thread_id = get_ident()
-                self._running = _running_of(loop, self._loop_thread_id)
+                self._running = _running_of(loop)
                 self._loop_thread = threading.current_thread().name
                 self._loop_pid = os.getpid()
-                # In the process and thread that will use it: a store opened before a fork and
-                # first used after it draws a start of its own in each process.
-                self._incarnations = _incarnations()
+                if bound is _UNBOUND:
+                    # In the process that will use it: a store opened before a fork and first
+                    # used after it draws a start of its own in each process. A loop that moved
+                    # threads keeps the counter, so no incarnation of this store repeats.
+                    self._incarnations = _incarnations()
                 _bound_stores.add(self)
                 return
         here = threading.current_thread().name
