@@ -34,8 +34,14 @@ class SessionRecord(NamedTuple):
     incarnation: int = 0
 
 
+_RECORD_NEW: Callable[
+    [type[SessionRecord], tuple[str, int, int | None, bytes, int]], SessionRecord
+] = tuple.__new__
+"""``_RECORD_NEW(SessionRecord, fields)``: what :func:`new_record` calls, without the partial's
+indirection, for the core's create and update paths."""
+
 new_record: Callable[[tuple[str, int, int | None, bytes, int]], SessionRecord] = partial(
-    tuple.__new__, SessionRecord
+    _RECORD_NEW, SessionRecord
 )
 """``new_record((id, version, deadline_ms, payload, incarnation))``: a :class:`SessionRecord`,
 built without the generated ``__new__`` (a third of the cost, on the path of every write)."""

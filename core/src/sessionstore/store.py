@@ -56,7 +56,7 @@ from .plugins import (
     capabilities_of,
     load_backend_factory,
 )
-from .records import Event, SessionDump, SessionRecord, new_record
+from .records import _RECORD_NEW, Event, SessionDump, SessionRecord, new_record
 from .transforms import split_transforms, transformed_dispatch
 from .urls import backend_name_of, redact_url
 from .watching import EventWatch, PollingWatch
@@ -603,7 +603,7 @@ class SessionStore:
         now = floor(self._clock() * 1000)  # _now_ms and _deadline inlined: every write runs this
         ttl = self._ttl_ms
         incarnation = next(self._incarnations)
-        record = _new_record(
+        record = _RECORD_NEW(
             SessionRecord, (session.id, 1, None if ttl is None else now + ttl, payload, incarnation)
         )
         try:
@@ -661,7 +661,7 @@ class SessionStore:
         version += 1
         private = session.__pydantic_private__
         incarnation = 0 if private is None else private.get("_incarnation", 0)
-        record = _new_record(
+        record = _RECORD_NEW(
             SessionRecord,
             (session.id, version, None if ttl is None else now + ttl, payload, incarnation),
         )
@@ -1116,13 +1116,6 @@ def _checked_dump(dump: object, *, strict: bool = False) -> SessionDump:
     return SessionDump(
         new_record((session_id, version, deadline, payload, incarnation)), last_event_id, streams
     )
-
-
-_new_record: Callable[
-    [type[SessionRecord], tuple[str, int, int | None, bytes, int]], SessionRecord
-] = tuple.__new__
-"""``_new_record(SessionRecord, fields)``: :func:`~sessionstore.records.new_record` without the
-partial (on the path of every write)."""
 
 
 def _incarnations() -> Iterator[int]:

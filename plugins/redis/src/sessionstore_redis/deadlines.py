@@ -96,25 +96,22 @@ class OperationDeadlines:
                         await ended.wait()
                         ended.clear()
             self._ended = None
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None and not watcher.done() and not watcher.get_loop().is_closed():
-            watcher.cancel()
-            if watcher.get_loop() is loop:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+        await self._end_watcher()
 
     async def stop(self) -> None:
         """Stop the watcher if no operation is running, interrupting nothing (for an owner that
         is closing and whose operations have ended). While one still runs, the watcher stays,
         and ends by itself once none does."""
-        watcher = self._watcher
-        if self._started or watcher is None or watcher.done() or watcher.get_loop().is_closed():
-            return
-        self._watcher = None
-        watcher.cancel()
-        if watcher.get_loop() is asyncio.get_running_loop():
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        if not self._started:
+            await self._end_watcher()
+
+    async def _end_watcher(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and not watcher.done() and not watcher.get_loop().is_closed():
+            watcher.cancel()
+            if watcher.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     async def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._started:
