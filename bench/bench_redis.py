@@ -82,7 +82,7 @@ from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -679,8 +679,8 @@ class LoopFloor(asyncio.Protocol):
         self.transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        self.transport = transport
+        # cast: uvloop's transports write, but are not asyncio.WriteTransport subclasses
+        self.transport = cast(asyncio.WriteTransport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -970,6 +970,70 @@ def summarize_small(small: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- one task's get on each event loop -------------------------------------------------------------
+
+LOOP_SIDES = ("ours", "loop_floor", "redis_benchmark")
+
+
+def _loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The event loops to compare: asyncio's own, and uvloop's where it is installed."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:
+        return factories
+    factories[f"uvloop {uvloop.__version__}"] = uvloop.new_event_loop
+    return factories
+
+
+async def run_one_task(url: str, count: int, rounds: int, tag: str) -> dict[str, list[float]]:
+    """Part 1's one-task get (ours, the loop floor, ``redis-benchmark -c 1``) on whichever event
+    loop runs this, the sides rotating as in part 1. ``{}`` without ``redis-benchmark``."""
+    peers = Peers()
+    redis_benchmark_command(url, peers)
+    if not peers.redis_benchmark:
+        return {}
+    raw = raw_client(url)
+    times: dict[str, list[float]] = {side: [] for side in LOOP_SIDES}
+    try:
+        async with open_store(url, namespace=f"bench-loop-{tag}", ttl=TTL_S) as store:
+            sessions = [await store.create_session(proxy_session()) for _ in range(count)]
+            random.shuffle(sessions)
+            ids = [s.id for s in sessions]
+            ctx = Ctx(store, raw, peers, record_base(f"bench-loop-{tag}"), "", sessions, ids, [])
+            await ours_get(ctx)  # warm the connection
+            for round_index in range(rounds):
+                shift = round_index % len(LOOP_SIDES)
+                for side in LOOP_SIDES[shift:] + LOOP_SIDES[:shift]:
+                    elapsed = await RUNNERS["get", side](ctx)
+                    times[side].append(elapsed / _ops(ctx, "get", side))
+            if ctx.floor is not None and ctx.floor.transport is not None:
+                ctx.floor.transport.close()
+            await store.clear()
+    finally:
+        await raw.aclose()
+    return times
+
+
+def summarize_one_task(times: dict[str, list[float]]) -> dict[str, Any]:
+    """Ours and the loop floor against ``redis-benchmark -c 1``: best rounds, and each round's."""
+    rb = times["redis_benchmark"]
+    result: dict[str, Any] = {}
+    for side in ("ours", "loop_floor"):
+        spread = [b / o for o, b in zip(times[side], rb, strict=True)]
+        result[side] = {
+            "us_per_op": min(times[side]) * 1e6,
+            "ratio": min(rb) / min(times[side]),
+            "ratio_median": statistics.median(spread),
+            "ratio_min": min(spread),
+            "ratio_max": max(spread),
+        }
+    result["redis_benchmark_us_per_op"] = min(rb) * 1e6
+    return result
+
+
 # -- part 2: scale --------------------------------------------------------------------------------
 
 
@@ -1197,6 +1261,20 @@ def render(summary: dict[str, Any]) -> str:
             f"{'get':<12}{'(the loop floor vs redis-benchmark -c 1)':<36}{'':>40}"
             f"{floor['ratio']:>7.2f}{_spread(floor):>27}  (ceiling for one task)"
         )
+    if summary["one_task_get_by_loop"]:
+        lines += [
+            "",
+            "one task's get on each event loop, against redis-benchmark -c 1 (target >= 0.6)",
+        ]
+        for loop_name, result in summary["one_task_get_by_loop"].items():
+            for side, label in (("ours", "ours"), ("loop_floor", "the loop floor")):
+                r = result[side]
+                goal = f">= 0.6 {_verdict(r['ratio'] >= 0.6, 'MISS')}" if side == "ours" else ""
+                lines.append(
+                    f"{loop_name:<16}{label:<16}{r['us_per_op']:>9.1f} us"
+                    f"{result['redis_benchmark_us_per_op']:>9.1f} us{r['ratio']:>7.2f}"
+                    f"{_spread(r):>27}  {goal}".rstrip()
+                )
     sizes = ", ".join(f"{k} {v} B" for k, v in small["stored_value_bytes"].items())
     lines += [
         "",
@@ -1302,6 +1380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"bench_redis: {exc}") from None
         clean_up = bool(args.url)  # a throwaway server is simply stopped
         small = asyncio.run(run_small(url, args.sessions, args.rounds, tag, clean_up=clean_up))
+        one_task = {}
+        for loop_name, factory in _loop_factories().items():
+            _progress(f"one task's get on {loop_name}")
+            with asyncio.Runner(loop_factory=factory) as runner:
+                times = runner.run(run_one_task(url, args.sessions, args.rounds, tag))
+            if times:
+                one_task[loop_name] = summarize_one_task(times)
         scale = (
             asyncio.run(run_scale(url, args.scale, tag, clean_up=clean_up)) if args.scale else None
         )
@@ -1318,6 +1403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": args.rounds,
         "wall_s": perf_counter() - start,
         "small": summarize_small(small),
+        "one_task_get_by_loop": one_task,
         "scale": scale,
     }
     return emit(summary, as_json=args.json, render=render)

@@ -42,6 +42,25 @@ def fresh_namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
+class CountingTransport:
+    """A connection's transport, its writes counted in ``count[0]``; the rest is the transport's
+    own. (uvloop's transports take no attribute, so the write is not patched on the transport.)"""
+
+    def __init__(self, transport: asyncio.WriteTransport, count: list[int]) -> None:
+        self._transport = transport
+        self._count = count
+
+    def write(self, data: bytes) -> None:
+        self._count[0] += 1
+        self._transport.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def writes_counted() -> tuple[type[Connection], list[int]]:
     """A connection class that counts the writes to its sockets, and the count: at the
     transport, where both redis-py's stream writer and the backend's reply protocol write."""
@@ -51,14 +70,7 @@ def writes_counted() -> tuple[type[Connection], list[int]]:
         async def _connect(self) -> None:
             await super()._connect()
             writer: Any = self._writer
-            transport = writer.transport
-            write = transport.write
-
-            def counted_write(data: bytes) -> None:
-                count[0] += 1
-                write(data)
-
-            transport.write = counted_write  # writelines joins and calls write (Python 3.11)
+            writer._transport = CountingTransport(writer.transport, count)
 
     return CountingConnection, count
 

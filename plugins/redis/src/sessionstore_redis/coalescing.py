@@ -90,6 +90,10 @@ class Coalescer:
         self._queue.append((command, future))
         return await future
 
+    def idle(self) -> bool:
+        """No command waits for the one on the wire: it is a lone caller's."""
+        return not self._queue
+
     async def close(self) -> None:
         """Stop sending: the commands queued or on the wire fail with ``ConnectionError``. A lone
         command on the wire is not interrupted: it stays bounded by its deadline, whose watcher

@@ -34,6 +34,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
 
 from .coalescing import Coalescer
+from .spinning import Spinner
 from .wire import ReplyProtocol, known_clean, take_over
 
 _HIREDIS: tuple[type, ...]
@@ -67,6 +68,7 @@ class DirectCommands:
         self._closed = False
         self._disconnecting: set[asyncio.Task[None]] = set()
         self._coalescer = Coalescer(self._execute_now, self._execute_together, timeout=timeout)
+        self._spinner = Spinner(self._coalescer.idle)
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply: at once, or, while another of this server's
@@ -113,7 +115,7 @@ class DirectCommands:
     async def _execute_now(self, command: Sequence[Any]) -> Any:
         connection = await self._acquire()
         try:
-            (reply,) = await _exchange(connection, _packed(connection, command), 1)
+            (reply,) = await _exchange(connection, _packed(connection, command), 1, self._spinner)
         finally:
             self._release(connection)
         if isinstance(reply, ResponseError):
@@ -218,7 +220,9 @@ def _packed(connection: AbstractConnection, command: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
-async def _exchange(connection: AbstractConnection, data: bytes, count: int) -> list[Any]:
+async def _exchange(
+    connection: AbstractConnection, data: bytes, count: int, spinner: Spinner | None = None
+) -> list[Any]:
     """Write ``data`` (``count`` packed commands) and read ``count`` replies; an error reply is
     the exception in its place (``ResponseError``; one that means the connection cannot serve,
     such as ``LOADING``, raises). Any failure or cancellation drops the connection, as redis-py
@@ -230,6 +234,9 @@ async def _exchange(connection: AbstractConnection, data: bytes, count: int) -> 
     its stream reader 1 to 13 µs more than the protocol (``bench/bench_redis.py``: one task's get
     against ``redis-benchmark -c 1``). The parser's hiredis reader is an attribute of redis-py 8.1
     (pinned in requirements/dev.txt); without it, redis-py's API is used.
+
+    With ``spinner`` (a lone command's), the task polls for the replies before it sleeps: see
+    :mod:`.spinning`.
     """
     writer = connection._writer
     protocol: Any = None if writer is None else writer.transport.get_protocol()
@@ -238,7 +245,8 @@ async def _exchange(connection: AbstractConnection, data: bytes, count: int) -> 
             reader: Any = getattr(connection._parser, "_reader", None)
             if type(reader) not in _HIREDIS or (protocol := take_over(connection, reader)) is None:
                 return await _exchange_through_the_api(connection, data, count)
-        replies = await protocol.exchange(data, count)
+        waiter = protocol.exchange(data, count)
+        replies = await (waiter if spinner is None else spinner.wait(waiter))
         for reply in replies:
             if isinstance(reply, ConnectionError):  # as redis-py's parser does
                 raise reply
