@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -20,10 +21,15 @@ from redis.asyncio.connection import ConnectionPool
 from redis_servers import RedisServer
 from reply_gate import BOUND, ReplyGate, until
 
+from sessionstore import ConfigurationError, Session, TransportType, open_store
 from sessionstore_redis.direct import DirectCommands
 from sessionstore_redis.spinning import SPIN_LIMIT, Spinner
 
 LONG = 20.0  # seconds: the commands' own timeout, never reached by a passing test
+
+
+def fresh_namespace() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
 
 
 def alone() -> bool:
@@ -180,11 +186,14 @@ async def test_cancelling_a_polling_wait_cancels_the_reply() -> None:
     assert reply.cancelled()
 
 
-def polls_of(direct: DirectCommands, limit: float) -> list[Polls]:
+def polls_of(direct: DirectCommands, limit: float | None = None) -> list[Polls]:
     """Count the polls of every wait of ``direct``'s own spinner (wrapping its ``wait``), with
-    ``limit`` and the average of past round trips forgotten: the list gets one per wait."""
+    ``limit`` (if given) and the average of past round trips forgotten: the list gets one per
+    wait."""
     spinner = direct._spinner
-    spinner.limit, spinner.typical = limit, 0.0
+    if limit is not None:
+        spinner.limit = limit
+    spinner.typical = 0.0
     waits: list[Polls] = []
     wait = spinner.wait
 
@@ -310,3 +319,43 @@ async def test_a_lone_command_polling_past_its_deadline_times_out(
             assert await asyncio.wait_for(direct.execute("GET", "n"), BOUND) == b"1"
         finally:
             await direct.close()
+
+
+@pytest.mark.parametrize("limit", [-0.001, float("inf"), float("nan"), "0.1", True])
+def test_bad_poll_limits_are_refused_by_name(limit: object) -> None:
+    with pytest.raises(ConfigurationError, match="poll_limit must be"):
+        open_store("redis://127.0.0.1:1/0", poll_limit=limit)
+
+
+async def test_poll_limit_reaches_the_connections_of_a_server_and_of_every_cluster_node(
+    redis_url: str, redis_cluster_url: str
+) -> None:
+    for url in (redis_url, redis_cluster_url):
+        async with open_store(url, namespace=fresh_namespace(), poll_limit=0.001) as store:
+            for _ in range(8):  # sessions on every node
+                await store.create_session(Session(transport=TransportType.HTTP))
+            commands = store._backend._commands
+            nodes = list(commands._nodes.values()) if url == redis_cluster_url else [commands]
+            assert len(nodes) == (3 if url == redis_cluster_url else 1)
+            assert [node._spinner.limit for node in nodes] == [0.001] * len(nodes)
+            await store.clear()
+    async with open_store(redis_url, namespace=fresh_namespace()) as store:
+        assert store._backend._commands._spinner.limit == SPIN_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("options", "polled"), [({}, True), ({"poll_limit": 0}, False)], ids=["default", "zero"]
+)
+async def test_poll_limit_zero_turns_polling_off(
+    redis_url: str, options: dict[str, float], polled: bool
+) -> None:
+    """Lone gets through a store: with the default limit they poll (the first wait at least:
+    no reply is in right after its command is written); with ``poll_limit=0`` none does."""
+    async with open_store(redis_url, namespace=fresh_namespace(), **options) as store:
+        session = await store.create_session(Session(transport=TransportType.HTTP))
+        waits = polls_of(store._backend._commands)
+        for _ in range(20):
+            await store.get_session(session.id)
+        assert len(waits) == 20
+        assert (sum(w.count for w in waits) > 0) is polled
+        await store.clear()

@@ -49,6 +49,7 @@ from .direct import DirectCommands
 from .layout import Layout, pack_record, pack_u64, unpack_record
 from .notifications import RedisNotifications, connection_maker
 from .scripts import Script
+from .spinning import SPIN_LIMIT
 
 __all__ = ["RedisBackend", "create_backend"]
 
@@ -110,13 +111,14 @@ class RedisBackend:
         timeout: float,
         wait_replicas: int = 0,
         wait_timeout: float = 0.0,
+        poll_limit: float = SPIN_LIMIT,
     ) -> None:
         self._client = client
         self._cluster = client if isinstance(client, ClusterCommands) else None
         self._commands: DirectCommands | ClusterCommands = (
             client
             if isinstance(client, ClusterCommands)
-            else DirectCommands(client.connection_pool, timeout=timeout)
+            else DirectCommands(client.connection_pool, timeout=timeout, poll_limit=poll_limit)
         )
         # One command, or several on one connection; raw replies: with decode_responses=False
         # (see open_client) bytes, ints, lists and None, hence Any.
@@ -659,6 +661,7 @@ def create_backend(
     tls_check_hostname: bool = True,
     wait_replicas: int = 0,
     wait_timeout: float | None = None,
+    poll_limit: float = SPIN_LIMIT,
 ) -> RedisBackend:
     """The entry point: ``open_store("redis://...", **options)`` calls this.
 
@@ -674,7 +677,9 @@ def create_backend(
     a write returns once its master has it, as Redis replicates asynchronously; above 0, only
     once that many replicas confirmed it, by ``WAIT``, else
     :class:`~sessionstore.StoreUnavailableError`), ``wait_timeout`` (seconds ``WAIT`` waits for
-    them, below ``timeout``; default half of it).
+    them, below ``timeout``; default half of it); ``poll_limit`` (seconds a command sent alone
+    polls the event loop for its reply before it sleeps, default 0.0002; 0: never, for a host
+    where CPU time costs more than latency; see :mod:`.spinning`).
     """
     endpoint = parse_spec(spec)
     if not isinstance(key_prefix, str) or not _KEY_PREFIX.match(key_prefix):
@@ -686,6 +691,7 @@ def create_backend(
         timeout if connect_timeout is None else _seconds("connect_timeout", connect_timeout)
     )
     grace = _seconds("expiry_grace", expiry_grace, allow_zero=True)
+    poll_limit = _seconds("poll_limit", poll_limit, allow_zero=True)
     if type(wait_replicas) is not int or wait_replicas < 0:
         raise ConfigurationError(
             f"wait_replicas must be an int >= 0 (0: do not wait), not {wait_replicas!r}"
@@ -729,6 +735,7 @@ def create_backend(
         timeout=timeout,
         connect_timeout=connect_timeout,
         max_connections=max_connections,
+        poll_limit=poll_limit,
         tls_ca_file=tls_ca_file,
         tls_cert_file=tls_cert_file,
         tls_key_file=tls_key_file,
@@ -742,6 +749,7 @@ def create_backend(
         timeout=timeout,
         wait_replicas=wait_replicas,
         wait_timeout=wait_timeout,
+        poll_limit=poll_limit,
     )
 
 

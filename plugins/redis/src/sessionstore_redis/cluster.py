@@ -49,6 +49,7 @@ from redis.exceptions import (
 )
 
 from .direct import DirectCommands
+from .spinning import SPIN_LIMIT
 
 __all__ = ["ClusterCommands"]
 
@@ -78,11 +79,13 @@ class ClusterCommands:
         *,
         refresh_timeout: float,
         timeout: float,
+        poll_limit: float = SPIN_LIMIT,
     ) -> None:
         self._startup = list(startup_nodes)
         self._client_for = client_for
         self._refresh_timeout = refresh_timeout
         self._timeout = timeout
+        self._poll_limit = poll_limit
         self._clients: dict[Address, Redis] = {}
         self._nodes: dict[Address, DirectCommands] = {}
         self._slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
@@ -170,7 +173,7 @@ class ClusterCommands:
         if node is None:
             client = self._clients[address] = self._client_for(*address)
             node = self._nodes[address] = DirectCommands(
-                client.connection_pool, timeout=self._timeout
+                client.connection_pool, timeout=self._timeout, poll_limit=self._poll_limit
             )
         return node
 

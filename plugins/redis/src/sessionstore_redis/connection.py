@@ -142,6 +142,7 @@ def open_client(
     timeout: float,
     connect_timeout: float,
     max_connections: int,
+    poll_limit: float,
     tls_ca_file: str | None,
     tls_cert_file: str | None,
     tls_key_file: str | None,
@@ -183,7 +184,11 @@ def open_client(
             return Redis(host=host, port=port, **options)
 
         return ClusterCommands(
-            endpoint.nodes, client_for, refresh_timeout=connect_timeout, timeout=timeout
+            endpoint.nodes,
+            client_for,
+            refresh_timeout=connect_timeout,
+            timeout=timeout,
+            poll_limit=poll_limit,
         )
     host, port = endpoint.nodes[0]
     return Redis(host=host, port=port, db=endpoint.db, **options)

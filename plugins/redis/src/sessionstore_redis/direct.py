@@ -34,7 +34,7 @@ from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError, ResponseError
 
 from .coalescing import Coalescer
-from .spinning import Spinner
+from .spinning import SPIN_LIMIT, Spinner
 from .wire import ReplyProtocol, known_clean, take_over
 
 _HIREDIS: tuple[type, ...]
@@ -56,10 +56,14 @@ class DirectCommands:
     ``decode_responses=False`` bytes, ints, lists and ``None``. An error reply raises redis-py's
     :class:`~redis.exceptions.ResponseError` (or its subclass, such as ``NoScriptError``);
     a failed connection raises redis-py's ``ConnectionError``, ``TimeoutError`` or ``OSError``.
-    ``timeout`` bounds a round trip shared by concurrent commands (see :mod:`.coalescing`).
+    ``timeout`` bounds a round trip shared by concurrent commands (see :mod:`.coalescing`);
+    ``poll_limit`` is the longest a lone command polls for its reply (see :mod:`.spinning`; 0:
+    never).
     """
 
-    def __init__(self, pool: ConnectionPool, *, timeout: float) -> None:
+    def __init__(
+        self, pool: ConnectionPool, *, timeout: float, poll_limit: float = SPIN_LIMIT
+    ) -> None:
         self._make_connection = pool.make_connection
         self._limit: int = pool.max_connections
         self._idle: list[AbstractConnection] = []
@@ -68,7 +72,7 @@ class DirectCommands:
         self._closed = False
         self._disconnecting: set[asyncio.Task[None]] = set()
         self._coalescer = Coalescer(self._execute_now, self._execute_together, timeout=timeout)
-        self._spinner = Spinner(self._coalescer.idle)
+        self._spinner = Spinner(self._coalescer.idle, poll_limit)
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply: at once, or, while another of this server's
