@@ -41,8 +41,9 @@ __all__ = ["SPIN_LIMIT", "Spinner"]
 T = TypeVar("T")
 
 SPIN_LIMIT = 0.0002
-"""Seconds a lone command's task polls for its reply at most (200 µs: a loopback or same-host
-round trip, several times over; a network round trip is not polled)."""
+"""Seconds a lone command's task polls for its reply at most, by default (200 µs: a loopback or
+same-host round trip, several times over; a network round trip is not polled). The store option
+``poll_limit`` sets another limit; 0 turns polling off."""
 
 _WEIGHT = 8
 """The running average of the round trips moves 1/8 of the way to each new one."""
