@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Coroutine, Generator
+from collections.abc import AsyncIterator, Coroutine, Generator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -205,6 +206,21 @@ def polls_of(direct: DirectCommands, limit: float | None = None) -> list[Polls]:
     return waits
 
 
+@asynccontextmanager
+async def gated_connection(
+    port: int, *, command_timeout: float = LONG
+) -> AsyncIterator[tuple[ReplyGate, DirectCommands]]:
+    """A ``ReplyGate`` in front of the server on ``port``, and the backend's commands over one
+    connection through it, each command bounded by ``command_timeout`` (closed afterwards)."""
+    async with ReplyGate(port) as gate:
+        pool = ConnectionPool.from_url(gate.url, max_connections=1)
+        direct = DirectCommands(pool, timeout=command_timeout)
+        try:
+            yield gate, direct
+        finally:
+            await direct.close()
+
+
 @pytest.mark.parametrize("limit", [SPIN_LIMIT, 60.0], ids=["parked", "polling"])
 async def test_a_lone_command_cancelled_while_waiting_never_hands_its_reply_on(
     redis_server: RedisServer, limit: float
@@ -212,22 +228,18 @@ async def test_a_lone_command_cancelled_while_waiting_never_hands_its_reply_on(
     """A lone GET whose reply is held back, cancelled while parked (the limit long past) and
     while polling (a limit longer than the test): its connection is dropped, and the next
     command, once replies flow again, gets its own reply, not the held one."""
-    async with ReplyGate(redis_server.port) as gate:
-        direct = DirectCommands(ConnectionPool.from_url(gate.url, max_connections=1), timeout=LONG)
+    async with gated_connection(redis_server.port) as (gate, direct):
         direct._spinner.limit = limit
-        try:
-            await direct.execute("SET", "k", b"v" * 300)
-            await direct.execute("SET", "n", b"1")
-            gate.holding = True
-            lone = asyncio.ensure_future(direct.execute("GET", "k"))
-            await until("the reply held", lambda: len(gate.held) > 0)
-            lone.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await lone
-            gate.open()
-            assert await asyncio.wait_for(direct.execute("GET", "n"), BOUND) == b"1"
-        finally:
-            await direct.close()
+        await direct.execute("SET", "k", b"v" * 300)
+        await direct.execute("SET", "n", b"1")
+        gate.holding = True
+        lone = asyncio.ensure_future(direct.execute("GET", "k"))
+        await until("the reply held", lambda: len(gate.held) > 0)
+        lone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await lone
+        gate.open()
+        assert await asyncio.wait_for(direct.execute("GET", "n"), BOUND) == b"1"
 
 
 async def test_a_lone_command_whose_reply_is_held_sleeps_while_it_waits(
@@ -235,20 +247,16 @@ async def test_a_lone_command_whose_reply_is_held_sleeps_while_it_waits(
 ) -> None:
     """Through the backend's own connections and spinner (SPIN_LIMIT): a reply held back for
     1 s costs the waiting thread little CPU; the wait parks once the limit has passed."""
-    async with ReplyGate(redis_server.port) as gate:
-        direct = DirectCommands(ConnectionPool.from_url(gate.url, max_connections=1), timeout=LONG)
-        try:
-            await direct.execute("SET", "k", b"v")
-            gate.holding = True
-            cpu = time.thread_time()
-            lone = asyncio.ensure_future(direct.execute("GET", "k"))
-            await asyncio.sleep(1.0)
-            assert not lone.done()
-            gate.open()
-            assert await asyncio.wait_for(lone, BOUND) == b"v"
-            assert time.thread_time() - cpu < 0.15
-        finally:
-            await direct.close()
+    async with gated_connection(redis_server.port) as (gate, direct):
+        await direct.execute("SET", "k", b"v")
+        gate.holding = True
+        cpu = time.thread_time()
+        lone = asyncio.ensure_future(direct.execute("GET", "k"))
+        await asyncio.sleep(1.0)
+        assert not lone.done()
+        gate.open()
+        assert await asyncio.wait_for(lone, BOUND) == b"v"
+        assert time.thread_time() - cpu < 0.15
 
 
 async def test_a_lone_command_stops_polling_once_another_queues_behind_it(
@@ -257,25 +265,21 @@ async def test_a_lone_command_stops_polling_once_another_queues_behind_it(
     """Through the backend's own connections, with a limit longer than the test: a held lone
     GET polls until a second command queues behind it, then parks, so a 1 s hold costs the
     thread little CPU; both commands then get their own replies."""
-    async with ReplyGate(redis_server.port) as gate:
-        direct = DirectCommands(ConnectionPool.from_url(gate.url, max_connections=1), timeout=LONG)
-        try:
-            await direct.execute("SET", "k", b"v")
-            await direct.execute("SET", "n", b"1")
-            waits = polls_of(direct, 60.0)
-            gate.holding = True
-            lone = asyncio.ensure_future(direct.execute("GET", "k"))
-            await until("the reply held", lambda: len(gate.held) > 0)
-            await until("the lone command polling", lambda: bool(waits) and waits[0].count > 3)
-            behind = asyncio.ensure_future(direct.execute("GET", "n"))
-            cpu = time.thread_time()
-            await asyncio.sleep(1.0)
-            assert time.thread_time() - cpu < 0.15
-            gate.open()
-            assert await asyncio.wait_for(lone, BOUND) == b"v"
-            assert await asyncio.wait_for(behind, BOUND) == b"1"
-        finally:
-            await direct.close()
+    async with gated_connection(redis_server.port) as (gate, direct):
+        await direct.execute("SET", "k", b"v")
+        await direct.execute("SET", "n", b"1")
+        waits = polls_of(direct, 60.0)
+        gate.holding = True
+        lone = asyncio.ensure_future(direct.execute("GET", "k"))
+        await until("the reply held", lambda: len(gate.held) > 0)
+        await until("the lone command polling", lambda: bool(waits) and waits[0].count > 3)
+        behind = asyncio.ensure_future(direct.execute("GET", "n"))
+        cpu = time.thread_time()
+        await asyncio.sleep(1.0)
+        assert time.thread_time() - cpu < 0.15
+        gate.open()
+        assert await asyncio.wait_for(lone, BOUND) == b"v"
+        assert await asyncio.wait_for(behind, BOUND) == b"1"
 
 
 async def test_a_connection_cut_while_a_lone_command_polls_fails_it_at_once(
@@ -283,21 +287,17 @@ async def test_a_connection_cut_while_a_lone_command_polls_fails_it_at_once(
 ) -> None:
     """Through the backend's own connections, polling with a limit longer than the test: the
     cut fails the command with ConnectionError at once, and the next one gets its own reply."""
-    async with ReplyGate(redis_server.port) as gate:
-        direct = DirectCommands(ConnectionPool.from_url(gate.url, max_connections=1), timeout=LONG)
-        try:
-            await direct.execute("SET", "k", b"v")
-            waits = polls_of(direct, 60.0)
-            gate.holding = True
-            lone = asyncio.ensure_future(direct.execute("GET", "k"))
-            await until("the lone command polling", lambda: bool(waits) and waits[0].count > 3)
-            await until("the reply held", lambda: len(gate.held) > 0)
-            gate.cut()
-            with pytest.raises(redis.ConnectionError):
-                await asyncio.wait_for(lone, BOUND)
-            assert await asyncio.wait_for(direct.execute("GET", "k"), BOUND) == b"v"
-        finally:
-            await direct.close()
+    async with gated_connection(redis_server.port) as (gate, direct):
+        await direct.execute("SET", "k", b"v")
+        waits = polls_of(direct, 60.0)
+        gate.holding = True
+        lone = asyncio.ensure_future(direct.execute("GET", "k"))
+        await until("the lone command polling", lambda: bool(waits) and waits[0].count > 3)
+        await until("the reply held", lambda: len(gate.held) > 0)
+        gate.cut()
+        with pytest.raises(redis.ConnectionError):
+            await asyncio.wait_for(lone, BOUND)
+        assert await asyncio.wait_for(direct.execute("GET", "k"), BOUND) == b"v"
 
 
 async def test_a_lone_command_polling_past_its_deadline_times_out(
@@ -305,20 +305,16 @@ async def test_a_lone_command_polling_past_its_deadline_times_out(
 ) -> None:
     """Polling with a limit longer than the test, the reply held: the command's own deadline
     (0.4 s) ends it with TimeoutError, and the next command, once replies flow, gets its own."""
-    async with ReplyGate(redis_server.port) as gate:
-        direct = DirectCommands(ConnectionPool.from_url(gate.url, max_connections=1), timeout=0.4)
-        try:
-            await direct.execute("SET", "k", b"v")
-            await direct.execute("SET", "n", b"1")
-            waits = polls_of(direct, 60.0)
-            gate.holding = True
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(direct.execute("GET", "k"), BOUND)
-            assert waits[0].count > 3
-            gate.open()
-            assert await asyncio.wait_for(direct.execute("GET", "n"), BOUND) == b"1"
-        finally:
-            await direct.close()
+    async with gated_connection(redis_server.port, command_timeout=0.4) as (gate, direct):
+        await direct.execute("SET", "k", b"v")
+        await direct.execute("SET", "n", b"1")
+        waits = polls_of(direct, 60.0)
+        gate.holding = True
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(direct.execute("GET", "k"), BOUND)
+        assert waits[0].count > 3
+        gate.open()
+        assert await asyncio.wait_for(direct.execute("GET", "n"), BOUND) == b"1"
 
 
 @pytest.mark.parametrize("limit", [-0.001, float("inf"), float("nan"), "0.1", True])
